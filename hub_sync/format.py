@@ -1,0 +1,88 @@
+"""Dataset format v1: the one place that fixes file layout, column names and types.
+
+Everything that writes or reads a Neuroscope dataset imports these names, so a change of
+format is a change of this file (and docs/FORMAT.md, which documents it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_VERSION = "1.0"
+FORMAT_MAJOR = 1
+
+MANIFEST_FILE = "neuroscope.json"
+CARD_FILE = "README.md"
+NEURONS_DIR = "data/neurons"
+EXAMPLES_DIR = "data/examples"
+
+EXAMPLE_KINDS = ("top", "random", "bottom")
+
+# Fixed histogram edges shared by every neuron of every model: a signed log scale from 1e-3 to 1e3
+# around an exact zero bin, so histograms from different shards and runs add up bin for bin.
+_POSITIVE_EDGES = np.logspace(-3, 3, 37)
+HISTOGRAM_EDGES: list[float] = [float(-e) for e in _POSITIVE_EDGES[::-1]] + [0.0] + [
+    float(e) for e in _POSITIVE_EDGES
+]
+
+MIN_NEURONS_PER_ROW_GROUP = 16
+MAX_NEURONS_PER_ROW_GROUP = 64
+TARGET_ROW_GROUP_BYTES = 1 << 20
+
+NEURON_SCHEMA = pa.schema(
+    [
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("max", pa.float32(), nullable=False),
+        pa.field("min", pa.float32(), nullable=False),
+        pa.field("mean", pa.float32(), nullable=False),
+        pa.field("density", pa.float32(), nullable=False),
+        pa.field("n_tokens", pa.int64(), nullable=False),
+        pa.field("histogram", pa.list_(pa.int64()), nullable=False),
+        pa.field("peak_tokens", pa.list_(pa.string()), nullable=False),
+        pa.field("peak_token_counts", pa.list_(pa.int32()), nullable=False),
+        pa.field("peak_concentration", pa.float32(), nullable=False),
+        pa.field("logit_top_tokens", pa.list_(pa.string()), nullable=False),
+        pa.field("logit_top_values", pa.list_(pa.float32()), nullable=False),
+        pa.field("logit_bottom_tokens", pa.list_(pa.string()), nullable=False),
+        pa.field("logit_bottom_values", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+EXAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("rank", pa.int16(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("max_position", pa.int16(), nullable=False),
+        pa.field("window_index", pa.int64(), nullable=False),
+        pa.field("token_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("tokens", pa.list_(pa.string()), nullable=False),
+        pa.field("activations", pa.list_(pa.float16()), nullable=False),
+    ]
+)
+
+
+def layer_file_name(layer: int) -> str:
+    return f"layer_{layer:02d}.parquet"
+
+
+def neurons_path(layer: int) -> str:
+    return f"{NEURONS_DIR}/{layer_file_name(layer)}"
+
+
+def examples_path(layer: int) -> str:
+    return f"{EXAMPLES_DIR}/{layer_file_name(layer)}"
+
+
+def layer_config_name(layer: int) -> str:
+    return f"layer_{layer}"
+
+
+def neurons_per_row_group(examples_per_neuron: int, window: int) -> int:
+    """Whole neurons per row group: as many as fit ~1 MB uncompressed, clamped to 16-64."""
+    bytes_per_neuron = max(1, examples_per_neuron * window * 16)
+    fitting = TARGET_ROW_GROUP_BYTES // bytes_per_neuron
+    return int(min(MAX_NEURONS_PER_ROW_GROUP, max(MIN_NEURONS_PER_ROW_GROUP, fitting)))

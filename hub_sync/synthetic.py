@@ -1,0 +1,163 @@
+"""A synthetic dataset in format v1, for benchmarks and tests of readers at any size.
+
+Its numbers are random but well-formed: every neuron has exactly its k examples of each kind and
+statistics consistent with them. With `hostile=True` token strings carry HTML payloads, the way an
+untrusted dataset could.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from hub_sync import format as fmt
+from hub_sync.writer import (
+    LayerExamples,
+    LayerNeurons,
+    finish_dataset,
+    neurons_table,
+    write_layer,
+    write_parquet,
+)
+
+HOSTILE_TOKENS = [
+    "<script>window.__pwned = 1</script>",
+    '<img src=x onerror="window.__pwned=1">',
+    "\"'&amp;<b>bold</b>",
+    "\n",
+    " ",
+    "\t",
+]
+
+
+def synthetic_vocab(size: int, hostile: bool = False) -> np.ndarray:
+    words = [f" w{i}" if i % 3 else f"tok{i}" for i in range(size)]
+    if hostile:
+        words[: len(HOSTILE_TOKENS)] = HOSTILE_TOKENS
+    return np.array(words, dtype=object)
+
+
+def synthetic_layer(
+    d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, d_vocab: int, rng: np.random.Generator
+) -> tuple[LayerNeurons, LayerExamples]:
+    kinds = ["top"] * top_k + ["random"] * random_k + ["bottom"] * bottom_k
+    per_neuron = len(kinds)
+    n_rows = d_mlp * per_neuron
+    neuron = np.repeat(np.arange(d_mlp), per_neuron)
+    kind = np.tile(np.array(kinds, dtype=object), d_mlp)
+    rank = np.tile(np.concatenate([np.arange(top_k), np.arange(random_k), np.arange(bottom_k)]), d_mlp)
+    activations = rng.standard_normal((n_rows, window)).astype(np.float32)
+    activations[:, 0] = 0.0
+    max_position = 1 + np.argmax(activations[:, 1:], axis=1)
+    is_bottom = kind == "bottom"
+    max_position[is_bottom] = 1 + np.argmin(activations[is_bottom, 1:], axis=1)
+    score = activations[np.arange(n_rows), max_position]
+    token_ids = rng.integers(0, d_vocab, size=(n_rows, window))
+    examples = LayerExamples(
+        neuron=neuron,
+        kind=kind,
+        rank=rank,
+        score=score,
+        max_position=max_position,
+        window_index=rng.integers(0, 1_000_000, size=n_rows),
+        token_ids=token_ids,
+        activations=activations,
+    )
+    top_scores = score.reshape(d_mlp, per_neuron)[:, 0]
+    histogram = rng.integers(0, 1000, size=(d_mlp, len(fmt.HISTOGRAM_EDGES) + 1))
+    neurons = LayerNeurons(
+        max=top_scores,
+        min=-np.abs(top_scores),
+        mean=rng.standard_normal(d_mlp) * 0.1,
+        density=rng.random(d_mlp),
+        n_tokens=histogram.sum(axis=1),
+        histogram=histogram,
+        logit_top_ids=rng.integers(0, d_vocab, size=(d_mlp, 10)),
+        logit_top_values=np.sort(rng.random((d_mlp, 10)))[:, ::-1],
+        logit_bottom_ids=rng.integers(0, d_vocab, size=(d_mlp, 10)),
+        logit_bottom_values=-np.sort(rng.random((d_mlp, 10)))[:, ::-1],
+    )
+    return neurons, examples
+
+
+def synthetic_manifest(
+    name: str, n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, d_vocab: int
+) -> dict:
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {
+        "format_version": fmt.FORMAT_VERSION,
+        "model": {
+            "name": name,
+            "loader": "synthetic",
+            "source": None,
+            "n_layers": n_layers,
+            "d_model": 64,
+            "d_mlp": d_mlp,
+            "d_vocab": d_vocab,
+            "n_ctx": window,
+            "act_fn": "gelu",
+            "gated": bottom_k > 0,
+            "hook": "blocks.{layer}.mlp.hook_post",
+            "dtype": "float32",
+            "transformer_lens_version": "none",
+            "notes": ["Synthetic data: random numbers in the dataset format, not a real model."],
+        },
+        "corpus": {
+            "name": "synthetic",
+            "split": None,
+            "revision": None,
+            "text_column": None,
+            "docs": 0,
+            "tokens": 0,
+            "windows": 0,
+        },
+        "harvest": {
+            "window": window,
+            "top_k": top_k,
+            "random_k": random_k,
+            "bottom_k": bottom_k,
+            "seed": 0,
+            "layers": list(range(n_layers)),
+            "histogram_edges": fmt.HISTOGRAM_EDGES,
+            "batch_size": 0,
+            "device": "none",
+            "code_version": "synthetic",
+            "started": now,
+            "finished": now,
+        },
+    }
+
+
+def write_synthetic_dataset(
+    out_dir: str | os.PathLike,
+    n_layers: int = 2,
+    d_mlp: int = 64,
+    window: int = 16,
+    top_k: int = 5,
+    random_k: int = 3,
+    bottom_k: int = 0,
+    d_vocab: int = 500,
+    name: str = "synthetic/model",
+    hostile: bool = False,
+    share_layer_content: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a synthetic dataset; `share_layer_content` copies layer 0's files to every layer (fast, big stores)."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    vocab = synthetic_vocab(d_vocab, hostile)
+    neurons, examples = synthetic_layer(d_mlp, window, top_k, random_k, bottom_k, d_vocab, rng)
+    for layer in range(n_layers):
+        if share_layer_content and layer > 0:
+            shutil.copyfile(out / fmt.examples_path(0), out / fmt.examples_path(layer))
+            write_parquet(neurons_table(layer, neurons, examples, vocab), out / fmt.neurons_path(layer))
+            continue
+        if layer > 0:
+            neurons, examples = synthetic_layer(d_mlp, window, top_k, random_k, bottom_k, d_vocab, rng)
+        write_layer(out, layer, neurons, examples, vocab, window)
+    finish_dataset(out, synthetic_manifest(name, n_layers, d_mlp, window, top_k, random_k, bottom_k, d_vocab))
+    return out
