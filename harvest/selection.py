@@ -1,0 +1,226 @@
+"""Per-layer harvest state: top / random / bottom examples and statistics, updated batch by batch.
+
+All work is whole-layer tensor operations on the model's device; memory is O(neurons x k x window).
+Every selection is "the k candidates with the smallest key, ties to the lower window index", which
+makes the result independent of batch size, batch order, resumption and sharding, and lets two
+states merge exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+
+from hub_sync.format import HISTOGRAM_EDGES
+
+EMPTY_WINDOW = torch.iinfo(torch.int64).max
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(constant: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    return constant - (1 << 64) if constant >= 1 << 63 else constant
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical (not arithmetic) right shift of int64 bit patterns."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def sample_keys(seed: int, layer: int, windows: torch.Tensor, d_mlp: int) -> torch.Tensor:
+    """A uniform [0, 1) key per (window, neuron) from a splitmix64 hash of (seed, layer, neuron, window).
+
+    Keys depend on nothing but those four numbers, so the random sample is the same for any batching,
+    device, resumption or sharding.
+    """
+    neurons = torch.arange(d_mlp, device=windows.device, dtype=torch.int64)
+    stream = _signed(((seed * 1_000_003 + layer + 1) * 0x9E3779B97F4A7C15) & _MASK64)
+    x = windows[:, None] * d_mlp + neurons[None, :] + stream
+    x = x ^ _shift_right(x, 30)
+    x = x * _signed(0xBF58476D1CE4E5B9)
+    x = x ^ _shift_right(x, 27)
+    x = x * _signed(0x94D049BB133111EB)
+    x = x ^ _shift_right(x, 31)
+    return _shift_right(x, 11).to(torch.float64) / float(1 << 53)
+
+
+@dataclass
+class Kept:
+    """The k best windows per neuron under one ordering (smallest key first, ties to the lower window)."""
+
+    keys: torch.Tensor  # [d_mlp, k] float64; +inf marks an empty slot
+    windows: torch.Tensor  # [d_mlp, k] int64
+    scores: torch.Tensor  # [d_mlp, k] float32
+    positions: torch.Tensor  # [d_mlp, k] int64
+    activations: torch.Tensor  # [d_mlp, k, window] float16
+
+    @classmethod
+    def empty(cls, d_mlp: int, k: int, window: int, device: torch.device | str) -> "Kept":
+        return cls(
+            keys=torch.full((d_mlp, k), float("inf"), dtype=torch.float64, device=device),
+            windows=torch.full((d_mlp, k), EMPTY_WINDOW, dtype=torch.int64, device=device),
+            scores=torch.zeros((d_mlp, k), dtype=torch.float32, device=device),
+            positions=torch.zeros((d_mlp, k), dtype=torch.int64, device=device),
+            activations=torch.zeros((d_mlp, k, window), dtype=torch.float16, device=device),
+        )
+
+    def offer(
+        self,
+        keys: torch.Tensor,
+        windows: torch.Tensor,
+        scores: torch.Tensor,
+        positions: torch.Tensor,
+        activations_of: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Merge candidates ([d_mlp, n] each) into the kept set.
+
+        `activations_of(rows)` gives the candidates' activations [len(rows), n, window] for the neurons
+        whose kept set changed, so unchanged neurons cost no copy.
+        """
+        k = self.keys.shape[1]
+        if k == 0:
+            return
+        all_keys = torch.cat([self.keys, keys], dim=1)
+        all_windows = torch.cat([self.windows, windows], dim=1)
+        by_window = all_windows.argsort(dim=1, stable=True)
+        by_key = all_keys.gather(1, by_window).argsort(dim=1, stable=True)
+        chosen = by_window.gather(1, by_key)[:, :k]
+        unchanged = torch.arange(k, device=chosen.device)[None, :]
+        rows = (chosen != unchanged).any(dim=1).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        chosen_rows = chosen[rows]
+        self.keys[rows] = all_keys[rows].gather(1, chosen_rows)
+        self.windows[rows] = all_windows[rows].gather(1, chosen_rows)
+        self.scores[rows] = torch.cat([self.scores[rows], scores[rows].float()], dim=1).gather(1, chosen_rows)
+        self.positions[rows] = torch.cat([self.positions[rows], positions[rows]], dim=1).gather(1, chosen_rows)
+        candidates = torch.cat([self.activations[rows], activations_of(rows).to(torch.float16)], dim=1)
+        index = chosen_rows[:, :, None].expand(-1, -1, candidates.shape[2])
+        self.activations[rows] = candidates.gather(1, index)
+
+    def absorb(self, other: "Kept") -> None:
+        """Merge another state's kept set (from another shard or rank) into this one."""
+        self.offer(other.keys, other.windows, other.scores, other.positions, lambda rows: other.activations[rows])
+
+    def filled(self) -> torch.Tensor:
+        """[d_mlp, k] bool: which slots hold a real window."""
+        return torch.isfinite(self.keys) & (self.windows != EMPTY_WINDOW)
+
+
+@dataclass
+class Stats:
+    """Running per-neuron statistics over every non-BOS token."""
+
+    max: torch.Tensor  # [d_mlp] float32
+    min: torch.Tensor
+    sum: torch.Tensor  # float64
+    positive: torch.Tensor  # int64
+    histogram: torch.Tensor  # [d_mlp, bins] int64
+    n_tokens: torch.Tensor  # int64 scalar
+
+    @classmethod
+    def empty(cls, d_mlp: int, device: torch.device | str) -> "Stats":
+        return cls(
+            max=torch.full((d_mlp,), float("-inf"), device=device),
+            min=torch.full((d_mlp,), float("inf"), device=device),
+            sum=torch.zeros(d_mlp, dtype=torch.float64, device=device),
+            positive=torch.zeros(d_mlp, dtype=torch.int64, device=device),
+            histogram=torch.zeros((d_mlp, len(HISTOGRAM_EDGES) + 1), dtype=torch.int64, device=device),
+            n_tokens=torch.zeros((), dtype=torch.int64, device=device),
+        )
+
+    def add(self, acts: torch.Tensor, edges: torch.Tensor) -> None:
+        """acts: [batch, positions, d_mlp] float32, BOS already removed."""
+        flat = acts.reshape(-1, acts.shape[-1])
+        d_mlp = flat.shape[1]
+        torch.maximum(self.max, flat.amax(dim=0), out=self.max)
+        torch.minimum(self.min, flat.amin(dim=0), out=self.min)
+        self.sum += flat.sum(dim=0, dtype=torch.float64)
+        self.positive += (flat > 0).sum(dim=0)
+        self.n_tokens += flat.shape[0]
+        bins = torch.bucketize(flat, edges) * d_mlp + torch.arange(d_mlp, device=flat.device)
+        counts = torch.bincount(bins.reshape(-1), minlength=self.histogram.numel())
+        self.histogram += counts.reshape(-1, d_mlp).T
+
+    def absorb(self, other: "Stats") -> None:
+        torch.maximum(self.max, other.max, out=self.max)
+        torch.minimum(self.min, other.min, out=self.min)
+        self.sum += other.sum
+        self.positive += other.positive
+        self.histogram += other.histogram
+        self.n_tokens += other.n_tokens
+
+
+class LayerState:
+    """Everything the harvest keeps for one layer."""
+
+    KINDS = ("top", "random", "bottom")
+
+    def __init__(
+        self, layer: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, seed: int, device
+    ):
+        self.layer = layer
+        self.seed = seed
+        self.kept = {
+            "top": Kept.empty(d_mlp, top_k, window, device),
+            "random": Kept.empty(d_mlp, random_k, window, device),
+            "bottom": Kept.empty(d_mlp, bottom_k, window, device),
+        }
+        self.stats = Stats.empty(d_mlp, device)
+        self.edges = torch.tensor(HISTOGRAM_EDGES, dtype=torch.float32, device=device)
+
+    def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
+        """acts: [batch, window, d_mlp] from `blocks.{layer}.mlp.hook_post`; windows: [batch] indices."""
+        body = acts[:, 1:, :].float()
+        d_mlp = body.shape[2]
+        window_grid = windows[None, :].expand(d_mlp, -1)
+
+        def activations_of(rows: torch.Tensor) -> torch.Tensor:
+            return acts[:, :, rows].permute(2, 0, 1)
+
+        top_values, top_positions = body.max(dim=1)
+        top_scores = top_values.T
+        self.kept["top"].offer(
+            -top_scores.double(), window_grid, top_scores, top_positions.T + 1, activations_of
+        )
+        if self.kept["random"].keys.shape[1]:
+            fired = top_scores > 0
+            keys = sample_keys(self.seed, self.layer, windows, d_mlp).T
+            self.kept["random"].offer(
+                torch.where(fired, keys, float("inf")),
+                torch.where(fired, window_grid, EMPTY_WINDOW),
+                top_scores,
+                top_positions.T + 1,
+                activations_of,
+            )
+        if self.kept["bottom"].keys.shape[1]:
+            bottom_values, bottom_positions = body.min(dim=1)
+            bottom_scores = bottom_values.T
+            self.kept["bottom"].offer(
+                bottom_scores.double(), window_grid, bottom_scores, bottom_positions.T + 1, activations_of
+            )
+        self.stats.add(body, self.edges)
+
+    def absorb(self, other: "LayerState") -> None:
+        for kind in self.KINDS:
+            self.kept[kind].absorb(other.kept[kind])
+        self.stats.absorb(other.stats)
+
+    def referenced_windows(self) -> torch.Tensor:
+        """Window indices any kept example points to (their tokens must be kept too)."""
+        return torch.cat([kept.windows[kept.filled()] for kept in self.kept.values()])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        tensors = {f"stats.{f.name}": getattr(self.stats, f.name) for f in fields(Stats)}
+        for kind, kept in self.kept.items():
+            tensors |= {f"{kind}.{f.name}": getattr(kept, f.name) for f in fields(Kept)}
+        return tensors
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        for f in fields(Stats):
+            setattr(self.stats, f.name, tensors[f"stats.{f.name}"].to(self.edges.device))
+        for kind, kept in self.kept.items():
+            for f in fields(Kept):
+                setattr(kept, f.name, tensors[f"{kind}.{f.name}"].to(self.edges.device))
