@@ -7,3 +7,44 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def hub_server(monkeypatch, tmp_path):
+    """A loopback Hub (tests/hub_server.py) that the real clients talk to for the length of one test.
+
+    huggingface_hub and datasets read HF_ENDPOINT and HF_HUB_OFFLINE once, at import, into module constants
+    (the suite imports them with HF_HUB_OFFLINE=1), and check offline mode and build URLs from those constants at
+    call time. So the fixture patches the constants while it is active: offline mode off, every default endpoint
+    and URL template pointing at the server, Xet off, and fresh Hub and datasets caches so one test's downloads
+    never answer another's requests. It also sets HF_ENDPOINT / HF_HUB_OFFLINE=0 in the environment for
+    subprocesses (the CLI), and drops fsspec's cached HfFileSystem instances on the way out.
+    """
+    import datasets.config
+    from huggingface_hub import HfFileSystem, constants
+
+    from hub_server import HubServer
+
+    server = HubServer(tmp_path / "hub-storage").start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
+    monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", server.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets-cache"))
+    try:
+        yield server
+    finally:
+        HfFileSystem.clear_instance_cache()
+        server.stop()
