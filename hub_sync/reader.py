@@ -29,7 +29,7 @@ from hub_sync import format as fmt
 HUB_PREFIX = "hf://datasets/"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _HUB_ERRORS = (OSError, ValueError, httpx2.HTTPError)
-_PARQUET_ERRORS = (OSError, pa.ArrowException)
+PARQUET_ERRORS = (OSError, pa.ArrowException)
 
 REQUIRED_MANIFEST_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "model": {"name": str, "n_layers": int, "d_mlp": int},
@@ -176,6 +176,10 @@ def load_manifest(files: DatasetFiles) -> dict:
     return manifest
 
 
+def unreadable_parquet(name: str, error: Exception) -> DatasetError:
+    return DatasetError(f"{name}: not a readable Parquet file (truncated or corrupt): {error}")
+
+
 def schema_differences(actual: pa.Schema, expected: pa.Schema) -> list[str]:
     """Column names and types that differ from the format's schema (nullability aside)."""
     actual_types = {field.name: field.type for field in actual}
@@ -207,8 +211,8 @@ class ExamplesFile:
         self._lock = threading.Lock()
         try:
             self._parquet = pq.ParquetFile(self._handle, pre_buffer=True)
-        except _PARQUET_ERRORS as error:
-            raise DatasetError(f"{self.name}: not a readable Parquet file (truncated or corrupt): {error}") from None
+        except PARQUET_ERRORS as error:
+            raise unreadable_parquet(self.name, error) from None
         differences = schema_differences(self._parquet.schema_arrow, fmt.EXAMPLE_SCHEMA)
         if differences:
             raise DatasetError(f"{self.name}: not format v1 examples: " + "; ".join(differences))
@@ -240,7 +244,7 @@ class ExamplesFile:
         try:
             with self._lock:
                 rows = self._parquet.read_row_group(group)
-        except _PARQUET_ERRORS as error:
+        except PARQUET_ERRORS as error:
             raise DatasetError(f"{self.name}: row group {group} is unreadable (corrupt): {error}") from None
         return _kind_then_rank_order(rows.filter(pc.equal(rows.column("neuron"), neuron)))
 
@@ -251,8 +255,8 @@ def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
     data = files.read_bytes(relative)
     try:
         table = pq.read_table(pa.BufferReader(data))
-    except _PARQUET_ERRORS as error:
-        raise DatasetError(f"{name}: not a readable Parquet file (truncated or corrupt): {error}") from None
+    except PARQUET_ERRORS as error:
+        raise unreadable_parquet(name, error) from None
     differences = schema_differences(table.schema, fmt.NEURON_SCHEMA)
     if differences:
         raise DatasetError(f"{name}: not format v1 neuron statistics: " + "; ".join(differences))
