@@ -1,0 +1,53 @@
+"""Neuroscope Hub's Space entry point: `python app.py [--source S ...] [--host H] [--port P]`.
+
+Sources come from --source, else NEUROSCOPE_SOURCES (comma-separated), else the embedded default.
+This file only wires space/ to its sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from space.server import build_app, serve
+from space.sources import open_sources, sources_from_env
+
+
+def embedded_default_sources() -> list[str]:
+    """The embedded SmolLM2 dataset, built on first use by harvest; [] until harvest provides it."""
+    try:
+        from harvest.embedded import default_source
+    except ImportError:
+        return []
+    return [str(default_source())]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve Neuroscope datasets in a Gradio app.")
+    parser.add_argument("--source", action="append", default=[], help="local folder or Hub dataset id (repeatable)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sources = args.source or sources_from_env() or embedded_default_sources()
+    if not sources:
+        print(
+            "No dataset to serve: pass --source FOLDER_OR_HUB_ID or set NEUROSCOPE_SOURCES "
+            "(the embedded default dataset is not available in this checkout).",
+            file=sys.stderr,
+        )
+        return 2
+    catalog = open_sources(sources, token=os.environ.get("HF_TOKEN"))
+    for message in catalog.unavailable_messages():
+        print(message, file=sys.stderr)
+    print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
+    serve(build_app(catalog), args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

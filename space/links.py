@@ -1,0 +1,95 @@
+"""Which neuron a link or a request names: parsing, validation with a fallback, and moving between neurons.
+
+Links are user input: an unknown model, layer or neuron, or a malformed number, gives a message and
+the nearest valid neuron instead of an error.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from space.sources import Catalog
+
+LINK_KEYS = ("model", "layer", "neuron", "q")
+
+
+@dataclass(frozen=True)
+class NeuronRef:
+    """One neuron of one served model."""
+
+    model: str
+    layer: int
+    neuron: int
+
+    def query(self) -> str:
+        """The query string of a deep link to this neuron."""
+        return urlencode({"model": self.model, "layer": self.layer, "neuron": self.neuron})
+
+    def short_path(self) -> str:
+        """The short-link path `/n/<model>/<layer>/<neuron>` (model names keep their slash)."""
+        return f"/n/{quote(self.model, safe='/')}/{self.layer}/{self.neuron}"
+
+
+def parse_int(value: object) -> int | None:
+    """An integer from a link or a client: int, integral float, or a decimal string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+    return None
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def resolve(catalog: Catalog, model: object, layer: object, neuron: object) -> tuple[NeuronRef | None, list[str]]:
+    """The neuron named, or a valid one with messages saying what was wrong; None if no model is served."""
+    names = catalog.model_names
+    if not names:
+        return None, ["No dataset is available."]
+    messages = []
+    model_name = model if isinstance(model, str) and model in catalog.models else names[0]
+    if not _blank(model) and model_name != model:
+        messages.append(f"Unknown model {model!r}; showing {model_name!r}.")
+    dataset = catalog.models[model_name]
+    layer_number = parse_int(layer)
+    if layer_number not in dataset.layers:
+        layer_number = dataset.layers[0]
+        if not _blank(layer):
+            messages.append(f"Layer {layer!r} is not in {model_name!r} (layers {dataset.layers}); showing layer {layer_number}.")
+    neuron_number = parse_int(neuron)
+    if neuron_number is None or not 0 <= neuron_number < dataset.d_mlp:
+        if not _blank(neuron):
+            messages.append(f"Neuron {neuron!r} is not in 0..{dataset.d_mlp - 1}; showing neuron 0.")
+        neuron_number = 0
+    return NeuronRef(model_name, layer_number, neuron_number), messages
+
+
+def resolve_query(catalog: Catalog, params: Mapping[str, str]) -> tuple[NeuronRef | None, list[str]]:
+    """The neuron a deep link's query parameters name."""
+    return resolve(catalog, params.get("model"), params.get("layer"), params.get("neuron"))
+
+
+def step(catalog: Catalog, ref: NeuronRef, delta: int) -> NeuronRef:
+    """The neuron `delta` places away in (layer, neuron) order, crossing layers and wrapping around the model."""
+    dataset = catalog.models[ref.model]
+    position = dataset.layers.index(ref.layer) * dataset.d_mlp + ref.neuron + delta
+    position %= len(dataset.layers) * dataset.d_mlp
+    layer_index, neuron = divmod(position, dataset.d_mlp)
+    return NeuronRef(ref.model, dataset.layers[layer_index], neuron)
+
+
+def random_neuron(catalog: Catalog, model: str, rng: random.Random) -> NeuronRef:
+    """A uniformly random neuron of the model."""
+    dataset = catalog.models[model]
+    return NeuronRef(model, rng.choice(dataset.layers), rng.randrange(dataset.d_mlp))

@@ -1,0 +1,78 @@
+"""Server-side plots as inline SVG and HTML: no plotting library, no client code, nothing to sanitize but text."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from space.text import visible_token
+
+HIST_WIDTH = 560
+HIST_HEIGHT = 150
+HIST_MARGIN = 24
+
+
+def _edge_label(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _bin_label(index: int, edges: list[float]) -> str:
+    """The value range a histogram bin counts (see docs/FORMAT.md: bin i is edges[i-1] < v <= edges[i])."""
+    if index == 0:
+        return f"v ≤ {_edge_label(edges[0])}"
+    if index == len(edges):
+        return f"v > {_edge_label(edges[-1])}"
+    return f"{_edge_label(edges[index - 1])} < v ≤ {_edge_label(edges[index])}"
+
+
+def histogram_svg(counts: list[int], edges: list[float]) -> str:
+    """Bars for the non-empty span of the histogram, heights on a log scale so rare tails stay visible."""
+    nonzero = [i for i, count in enumerate(counts) if count > 0]
+    if not nonzero:
+        return '<p class="ns-muted">No activations recorded.</p>'
+    first, last = nonzero[0], nonzero[-1]
+    shown = range(first, last + 1)
+    bar_width = (HIST_WIDTH - 2 * HIST_MARGIN) / len(shown)
+    top = math.log10(max(counts) + 1)
+    plot_height = HIST_HEIGHT - 2 * HIST_MARGIN
+    bars = []
+    for slot, index in enumerate(shown):
+        height = plot_height * math.log10(counts[index] + 1) / top
+        x = HIST_MARGIN + slot * bar_width
+        y = HIST_MARGIN + plot_height - height
+        colour = "#e8590c" if index > len(edges) // 2 else "#1c7ed6"
+        title = escape(f"{_bin_label(index, edges)}: {counts[index]:,} tokens")
+        bars.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar_width - 1, 1):.1f}" height="{height:.1f}" '
+            f'fill="{colour}"><title>{title}</title></rect>'
+        )
+    low = escape(_edge_label(edges[max(first - 1, 0)]))
+    high = escape(_edge_label(edges[min(last, len(edges) - 1)]))
+    baseline = HIST_MARGIN + plot_height
+    return (
+        f'<svg class="ns-hist" viewBox="0 0 {HIST_WIDTH} {HIST_HEIGHT}" role="img" '
+        f'aria-label="activation histogram">{"".join(bars)}'
+        f'<line x1="{HIST_MARGIN}" y1="{baseline}" x2="{HIST_WIDTH - HIST_MARGIN}" y2="{baseline}" '
+        f'stroke="currentColor" stroke-width="0.5"/>'
+        f'<text x="{HIST_MARGIN}" y="{HIST_HEIGHT - 6}" font-size="11" fill="currentColor">{low}</text>'
+        f'<text x="{HIST_WIDTH - HIST_MARGIN}" y="{HIST_HEIGHT - 6}" font-size="11" text-anchor="end" '
+        f'fill="currentColor">{high}</text>'
+        f'<text x="{HIST_WIDTH / 2}" y="{HIST_HEIGHT - 6}" font-size="11" text-anchor="middle" '
+        f'fill="currentColor">activation (signed log bins; bar height log count)</text></svg>'
+    )
+
+
+def logit_bars_html(tokens: list[str], values: list[float], css_class: str) -> str:
+    """One row per token: the (escaped, glyph-visible) token and a bar proportional to its logit effect."""
+    if not tokens:
+        return '<p class="ns-muted">none</p>'
+    largest = max(abs(value) for value in values) or 1.0
+    rows = []
+    for token, value in zip(tokens, values):
+        width = 100 * abs(value) / largest
+        rows.append(
+            f'<div class="ns-logit"><code>{escape(visible_token(token))}</code>'
+            f'<span class="ns-bar {css_class}" style="width:{width:.0f}%"></span>'
+            f'<span class="ns-num">{value:+.3g}</span></div>'
+        )
+    return "".join(rows)

@@ -1,0 +1,189 @@
+"""The neuron page as server-side HTML.
+
+Every string that comes from a dataset passes through `html.escape(quote=True)` before it reaches
+the page, attributes included: Gradio's gr.HTML shows its value unsanitized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hub_sync import format as fmt
+from space.plots import histogram_svg, logit_bars_html
+from space.text import visible_token
+
+CONTEXT_BEFORE = 12
+CONTEXT_AFTER = 4
+KIND_TITLES = {"top": "Top examples", "random": "Random firing examples", "bottom": "Bottom examples"}
+POSITIVE_RGB = "255,112,0"
+NEGATIVE_RGB = "28,126,214"
+
+
+@dataclass
+class Example:
+    """One kept window of one neuron, as the page shows it."""
+
+    kind: str
+    rank: int
+    score: float
+    max_position: int
+    window_index: int
+    tokens: list[str]
+    activations: np.ndarray
+
+
+def examples_from_table(table: pa.Table) -> list[Example]:
+    """Rows of a neuron's examples table, in stored order (kind, then rank)."""
+    activations = table.column("activations").combine_chunks()
+    offsets = activations.offsets.to_numpy()
+    flat = pc.list_flatten(activations).to_numpy(zero_copy_only=False).astype(np.float32)
+    columns = {name: table.column(name).to_pylist() for name in ("kind", "rank", "score", "max_position", "window_index", "tokens")}
+    return [
+        Example(
+            kind=columns["kind"][i],
+            rank=columns["rank"][i],
+            score=columns["score"][i],
+            max_position=columns["max_position"][i],
+            window_index=columns["window_index"][i],
+            tokens=columns["tokens"][i],
+            activations=flat[offsets[i] : offsets[i + 1]],
+        )
+        for i in range(table.num_rows)
+    ]
+
+
+def activation_scale(examples: list[Example]) -> float:
+    """The neuron's one colour scale: its largest absolute activation over all its examples."""
+    largest = max((float(np.abs(example.activations).max()) for example in examples if len(example.activations)), default=0.0)
+    return largest if largest > 0 else 1.0
+
+
+def token_html(token: str, value: float, scale: float, position: int, is_peak: bool) -> str:
+    """A token coloured by its activation, its value in the hover title."""
+    rgb = POSITIVE_RGB if value >= 0 else NEGATIVE_RGB
+    alpha = min(1.0, abs(value) / scale)
+    peak = " ns-peak" if is_peak else ""
+    title = escape(f"{position}: {token!r} = {value:.4g}", quote=True)
+    return (
+        f'<span class="ns-tok{peak}" style="background:rgba({rgb},{alpha:.2f})" title="{title}">'
+        f"{escape(visible_token(token), quote=True)}</span>"
+    )
+
+
+def tokens_html(example: Example, scale: float, start: int, stop: int) -> str:
+    return "".join(
+        token_html(example.tokens[p], float(example.activations[p]), scale, p, p == example.max_position)
+        for p in range(start, stop)
+    )
+
+
+def example_html(example: Example, scale: float) -> str:
+    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window."""
+    start = max(1, example.max_position - CONTEXT_BEFORE)
+    stop = min(len(example.tokens), example.max_position + CONTEXT_AFTER + 1)
+    before = "…" if start > 1 else ""
+    after = "…" if stop < len(example.tokens) else ""
+    label = escape(f"{example.score:.3g}", quote=True)
+    meta = escape(f"{example.kind} #{example.rank}, window {example.window_index}", quote=True)
+    return (
+        f'<details class="ns-ex"><summary><span class="ns-score" title="{meta}">{label}</span>'
+        f'<span class="ns-text">{before}{tokens_html(example, scale, start, stop)}{after}</span></summary>'
+        f'<div class="ns-text ns-full">{tokens_html(example, scale, 0, len(example.tokens))}</div></details>'
+    )
+
+
+def examples_html(examples: list[Example]) -> str:
+    """All example sections, every token on the same scale."""
+    scale = activation_scale(examples)
+    sections = []
+    for kind in fmt.EXAMPLE_KINDS:
+        of_kind = [example for example in examples if example.kind == kind]
+        if not of_kind:
+            continue
+        body = "".join(example_html(example, scale) for example in of_kind)
+        sections.append(f'<h3>{KIND_TITLES[kind]} <span class="ns-muted">({len(of_kind)})</span></h3>{body}')
+    note = f'<p class="ns-muted">Colour scale: ±{scale:.3g}. Hover a token for its value; click a row for the whole window.</p>'
+    return note + "".join(sections)
+
+
+def _stat(name: str, value: str) -> str:
+    return f'<div class="ns-stat"><span class="ns-muted">{escape(name)}</span><b>{escape(value)}</b></div>'
+
+
+def stats_html(row: dict) -> str:
+    """Max, min, mean, density, coverage and how concentrated the peak tokens are."""
+    return '<div class="ns-stats">' + "".join(
+        [
+            _stat("max", f"{row['max']:.4g}"),
+            _stat("min", f"{row['min']:.4g}"),
+            _stat("mean", f"{row['mean']:.4g}"),
+            _stat("density", f"{100 * row['density']:.3g}%"),
+            _stat("peak concentration", f"{100 * row['peak_concentration']:.3g}%"),
+            _stat("tokens", f"{row['n_tokens']:,}"),
+        ]
+    ) + "</div>"
+
+
+def peak_tokens_html(row: dict) -> str:
+    chips = "".join(
+        f'<span class="ns-chip"><code>{escape(visible_token(token), quote=True)}</code> ×{count}</span>'
+        for token, count in zip(row["peak_tokens"], row["peak_token_counts"])
+    )
+    return f'<div class="ns-chips"><span class="ns-muted">Peaks on</span> {chips}</div>'
+
+
+def neuron_page_html(model: str, layer: int, neuron: int, row: dict, examples: list[Example], edges: list[float]) -> str:
+    """The whole neuron page body: title, stats, peak tokens, histogram, logit effects, examples."""
+    title = escape(f"{model} · layer {layer} · neuron {neuron}", quote=True)
+    return (
+        f'<div class="ns-page"><h2 class="ns-title">{title}</h2>{stats_html(row)}{peak_tokens_html(row)}'
+        f'<div class="ns-columns"><div><h3>Activation histogram</h3>{histogram_svg(row["histogram"], edges)}</div>'
+        f'<div><h3>Logit effects</h3><div class="ns-logits">'
+        f'<div><h4>promotes</h4>{logit_bars_html(row["logit_top_tokens"], row["logit_top_values"], "ns-pos")}</div>'
+        f'<div><h4>suppresses</h4>{logit_bars_html(row["logit_bottom_tokens"], row["logit_bottom_values"], "ns-neg")}</div>'
+        f"</div></div></div>{examples_html(examples)}</div>"
+    )
+
+
+def message_html(messages: list[str]) -> str:
+    """Notices for the user (bad link, unavailable source), escaped: they quote user and dataset input."""
+    return "".join(f'<div class="ns-notice">{escape(message, quote=True)}</div>' for message in messages)
+
+
+PAGE_CSS = """
+.ns-page h2.ns-title { margin: 0 0 .5em 0; font-size: 1.3em; }
+.ns-page h3 { margin: 1em 0 .4em 0; font-size: 1.05em; }
+.ns-page h4 { margin: 0 0 .3em 0; font-size: .9em; font-weight: 600; }
+.ns-muted { opacity: .65; font-weight: normal; }
+.ns-stats { display: flex; flex-wrap: wrap; gap: .5em; margin-bottom: .6em; }
+.ns-stat { display: flex; flex-direction: column; padding: .3em .7em; border: 1px solid rgba(128,128,128,.3); border-radius: 6px; min-width: 6em; }
+.ns-stat span { font-size: .8em; }
+.ns-chips { display: flex; flex-wrap: wrap; gap: .35em; align-items: center; }
+.ns-chip { padding: .1em .45em; border-radius: 4px; background: rgba(255,112,0,.15); font-size: .9em; }
+.ns-chip code, .ns-logit code { white-space: pre; background: none; }
+.ns-columns { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 1.5em; }
+.ns-hist { width: 100%; max-width: 560px; height: auto; }
+.ns-logits { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; font-size: .85em; }
+.ns-logit { display: grid; grid-template-columns: 7em 1fr 3.5em; align-items: center; gap: .3em; }
+.ns-logit code { overflow: hidden; text-overflow: ellipsis; }
+.ns-bar { height: .7em; border-radius: 2px; }
+.ns-bar.ns-pos { background: rgba(255,112,0,.8); }
+.ns-bar.ns-neg { background: rgba(28,126,214,.8); }
+.ns-num { text-align: right; font-variant-numeric: tabular-nums; }
+.ns-ex { border-bottom: 1px solid rgba(128,128,128,.15); padding: .15em 0; }
+.ns-ex summary { cursor: pointer; list-style: none; display: flex; gap: .6em; align-items: baseline; }
+.ns-ex summary::-webkit-details-marker { display: none; }
+.ns-ex[open] summary .ns-text { opacity: .45; }
+.ns-score { font-variant-numeric: tabular-nums; min-width: 3.5em; text-align: right; font-size: .85em; opacity: .75; }
+.ns-text { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .88em; white-space: pre-wrap; word-break: break-word; line-height: 1.7; }
+.ns-full { padding: .4em 0 .4em 4.1em; }
+.ns-tok { border-radius: 2px; }
+.ns-peak { outline: 1.5px solid rgba(200,60,0,.9); }
+.ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12); border-radius: 4px; }
+@media (max-width: 800px) { .ns-columns, .ns-logits { grid-template-columns: 1fr; } }
+"""

@@ -1,0 +1,148 @@
+"""Keyword search over the tokens where neurons peak, built once from the neuron tables.
+
+The index maps each normalised peak token (lower case, whitespace stripped) to the neurons whose top
+examples peak on it, with counts: one token, many neurons. Examples are never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from space.text import search_key
+
+SORT_KEYS = ("max", "density", "peak_concentration", "matches")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One neuron that matches a search, with the matching peak tokens and how many top examples peak on them."""
+
+    model: str
+    layer: int
+    neuron: int
+    tokens: list[tuple[str, int]]
+    matches: int
+    max: float
+    density: float
+    peak_concentration: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    hits: list[Hit]
+
+
+def _flatten_keys(peak_tokens: pa.ChunkedArray) -> pa.Array:
+    flat = pc.list_flatten(peak_tokens.combine_chunks())
+    return pc.utf8_lower(pc.utf8_trim_whitespace(flat))
+
+
+class SearchIndex:
+    """Peak tokens of every neuron of every model, grouped by normalised token (CSR layout)."""
+
+    def __init__(self, models: dict):
+        self._models = models
+        self._model_names = list(models)
+        rows: dict[str, list[np.ndarray]] = {name: [] for name in ("model", "layer", "neuron", "max", "density", "peak_concentration")}
+        keys, parents, counts = [], [], []
+        base = 0
+        for model_index, (name, dataset) in enumerate(models.items()):
+            for layer in dataset.layers:
+                table = dataset.neurons(layer)
+                n = table.num_rows
+                rows["model"].append(np.full(n, model_index, dtype=np.int16))
+                rows["layer"].append(np.full(n, layer, dtype=np.int16))
+                for column in ("neuron", "max", "density", "peak_concentration"):
+                    rows[column].append(table.column(column).to_numpy())
+                peak_tokens = table.column("peak_tokens").combine_chunks()
+                keys.append(_flatten_keys(table.column("peak_tokens")))
+                parents.append(pc.list_parent_indices(peak_tokens).to_numpy().astype(np.int64) + base)
+                counts.append(pc.list_flatten(table.column("peak_token_counts").combine_chunks()).to_numpy())
+                base += n
+        self._rows = {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in rows.items()}
+        self._build_postings(keys, parents, counts)
+
+    def _build_postings(self, keys: list[pa.Array], parents: list[np.ndarray], counts: list[np.ndarray]) -> None:
+        if not keys:
+            self._key_ids: dict[str, int] = {}
+            self._starts = np.zeros(1, dtype=np.int64)
+            self._posting_rows = np.zeros(0, dtype=np.int64)
+            self._posting_counts = np.zeros(0, dtype=np.int32)
+            return
+        encoded = pc.dictionary_encode(pa.concat_arrays(keys))
+        key_ids = encoded.indices.to_numpy()
+        order = np.argsort(key_ids, kind="stable")
+        self._key_ids = {key: i for i, key in enumerate(encoded.dictionary.to_pylist())}
+        self._starts = np.concatenate([[0], np.cumsum(np.bincount(key_ids, minlength=len(self._key_ids)))])
+        self._posting_rows = np.concatenate(parents)[order]
+        self._posting_counts = np.concatenate(counts)[order].astype(np.int32)
+
+    @property
+    def size(self) -> int:
+        """How many neurons the index covers."""
+        return len(self._rows["neuron"])
+
+    def _matching_rows(self, keyword: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose peak tokens match the keyword and the summed counts; every row for an empty keyword."""
+        key = search_key(keyword)
+        if not key:
+            return np.arange(self.size), np.zeros(self.size, dtype=np.int64)
+        key_id = self._key_ids.get(key)
+        if key_id is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        span = slice(self._starts[key_id], self._starts[key_id + 1])
+        unique_rows, inverse = np.unique(self._posting_rows[span], return_inverse=True)
+        return unique_rows, np.bincount(inverse, weights=self._posting_counts[span]).astype(np.int64)
+
+    def search(
+        self,
+        keyword: str,
+        models: list[str] | None = None,
+        layer_min: int | None = None,
+        layer_max: int | None = None,
+        sort: str = "max",
+        limit: int = 100,
+    ) -> SearchResult:
+        """Neurons peaking on the keyword, filtered by model and layer range, best first by `sort`."""
+        if sort not in SORT_KEYS:
+            raise ValueError(f"sort must be one of {SORT_KEYS}, got {sort!r}")
+        rows, matches = self._matching_rows(keyword)
+        keep = np.ones(len(rows), dtype=bool)
+        if models:
+            wanted = [i for i, name in enumerate(self._model_names) if name in models]
+            keep &= np.isin(self._rows["model"][rows], wanted)
+        if layer_min is not None:
+            keep &= self._rows["layer"][rows] >= layer_min
+        if layer_max is not None:
+            keep &= self._rows["layer"][rows] <= layer_max
+        rows, matches = rows[keep], matches[keep]
+        values = matches if sort == "matches" else self._rows[sort][rows]
+        order = np.lexsort((rows, -values.astype(np.float64)))[:limit]
+        key = search_key(keyword)
+        hits = [self._hit(int(rows[i]), int(matches[i]), key) for i in order]
+        return SearchResult(total=len(rows), hits=hits)
+
+    def _hit(self, row: int, matches: int, key: str) -> Hit:
+        model = self._model_names[self._rows["model"][row]]
+        layer, neuron = int(self._rows["layer"][row]), int(self._rows["neuron"][row])
+        record = self._models[model].neurons(layer).slice(neuron, 1).select(["peak_tokens", "peak_token_counts"]).to_pylist()[0]
+        tokens = [
+            (token, count)
+            for token, count in zip(record["peak_tokens"], record["peak_token_counts"])
+            if not key or search_key(token) == key
+        ]
+        return Hit(
+            model=model,
+            layer=layer,
+            neuron=neuron,
+            tokens=tokens,
+            matches=matches,
+            max=float(self._rows["max"][row]),
+            density=float(self._rows["density"][row]),
+            peak_concentration=float(self._rows["peak_concentration"][row]),
+        )

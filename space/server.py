@@ -1,0 +1,34 @@
+"""The served application: the Gradio Blocks mounted on a FastAPI app that also answers short links."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+
+from space.render import PAGE_CSS
+from space.shortlinks import short_link_router
+from space.sources import Catalog
+from space.ui import ExtraTab, build_blocks
+
+CONCURRENT_EVENTS = 8
+
+
+def build_app(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> FastAPI:
+    """FastAPI app: short-link routes first, then Gradio at the root (Gradio 6 takes css/theme at mount)."""
+    blocks = build_blocks(catalog, extra_tabs)
+    blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS)
+    app = FastAPI(title="Neuroscope Hub", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(short_link_router(catalog))
+    return gr.mount_gradio_app(app, blocks, path="", css=PAGE_CSS, theme=gr.themes.Soft(), ssr_mode=False, footer_links=["api"])
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    """Trust the proxy's forwarded scheme and host (Spaces), so short links build https URLs."""
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="*", log_level="warning")
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    uvicorn.Server(uvicorn_config(app, host, port)).run()

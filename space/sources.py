@@ -1,0 +1,75 @@
+"""The datasets the Space serves: several sources opened at start, each either a model or a reason it is missing.
+
+A source that fails to open (or whose neuron tables are unreadable) is recorded with its error and
+shown as unavailable; the other sources keep working.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hub_sync.reader import DatasetError, NeuronDataset, open_dataset
+from space.search import SearchIndex
+
+SOURCES_ENV = "NEUROSCOPE_SOURCES"
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A source the Space could not open, and why."""
+
+    source: str
+    error: str
+
+
+@dataclass
+class Catalog:
+    """Every opened model by display name, the sources that failed, and one search index over all of them."""
+
+    models: dict[str, NeuronDataset]
+    unavailable: list[Unavailable]
+    index: SearchIndex = field(repr=False)
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+    def unavailable_messages(self) -> list[str]:
+        return [f"Source {item.source!r} is unavailable: {item.error}" for item in self.unavailable]
+
+
+def sources_from_env(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:
+    """The comma-separated NEUROSCOPE_SOURCES, blanks dropped."""
+    return [part.strip() for part in environ.get(SOURCES_ENV, "").split(",") if part.strip()]
+
+
+def _open_one(source: str, endpoint: str | None, token: str | None) -> NeuronDataset:
+    """Open a source and read every neuron table now, so a broken one fails here, not on a page."""
+    dataset = open_dataset(source, endpoint=endpoint, token=token)
+    for layer in dataset.layers:
+        dataset.neurons(layer)
+    return dataset
+
+
+def _display_name(dataset: NeuronDataset, taken: Iterable[str]) -> str:
+    """The model name, made unique with its source when two sources hold the same model."""
+    return dataset.name if dataset.name not in taken else f"{dataset.name} ({dataset.source})"
+
+
+def open_sources(sources: Iterable[str], *, endpoint: str | None = None, token: str | None = None) -> Catalog:
+    """Open each source; failures become `Unavailable` entries with the reader's message."""
+    models: dict[str, NeuronDataset] = {}
+    unavailable: list[Unavailable] = []
+    for source in sources:
+        try:
+            dataset = _open_one(source, endpoint, token)
+        except DatasetError as error:
+            unavailable.append(Unavailable(source, str(error)))
+            continue
+        except OSError as error:
+            unavailable.append(Unavailable(source, f"cannot be read: {error}"))
+            continue
+        models[_display_name(dataset, models)] = dataset
+    return Catalog(models=models, unavailable=unavailable, index=SearchIndex(models))

@@ -1,0 +1,102 @@
+"""What each view computes, independent of Gradio: a neuron page and a search, as the UI and API return them."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pandas as pd
+
+from space.links import NeuronRef, parse_int, random_neuron, resolve, step
+from space.render import examples_from_table, message_html, neuron_page_html
+from space.search import SORT_KEYS, SearchResult
+from space.sources import Catalog
+from space.text import visible_token
+
+RESULT_COLUMNS = ["model", "layer", "neuron", "peak tokens", "matches", "max", "density", "peak concentration"]
+RESULT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class NeuronView:
+    """A resolved neuron and its page; `ref` is None only when no dataset is served."""
+
+    ref: NeuronRef | None
+    notice: str
+    page: str
+
+
+def neuron_row(catalog: Catalog, ref: NeuronRef) -> dict:
+    """The neuron's row of its layer's neuron table (rows are in neuron order)."""
+    return catalog.models[ref.model].neurons(ref.layer).slice(ref.neuron, 1).to_pylist()[0]
+
+
+def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> NeuronView:
+    """Render the neuron page, with any messages about how the request was resolved."""
+    if ref is None:
+        return NeuronView(None, message_html(messages), "")
+    dataset = catalog.models[ref.model]
+    examples = examples_from_table(dataset.examples(ref.layer, ref.neuron))
+    page = neuron_page_html(ref.model, ref.layer, ref.neuron, neuron_row(catalog, ref), examples, dataset.histogram_edges)
+    return NeuronView(ref, message_html(messages), page)
+
+
+def neuron_view(catalog: Catalog, model: object, layer: object, neuron: object) -> NeuronView:
+    """The page of the named neuron, or of a valid fallback with a message."""
+    ref, messages = resolve(catalog, model, layer, neuron)
+    return page_for(catalog, ref, messages)
+
+
+def stepped_view(catalog: Catalog, model: object, layer: object, neuron: object, delta: int) -> NeuronView:
+    """The page `delta` neurons away from the named one (from the fallback if the name is invalid)."""
+    ref, messages = resolve(catalog, model, layer, neuron)
+    return page_for(catalog, ref and step(catalog, ref, delta), messages)
+
+
+def random_view(catalog: Catalog, model: object, rng: random.Random) -> NeuronView:
+    """A random neuron of the named model."""
+    ref, messages = resolve(catalog, model, None, None)
+    return page_for(catalog, ref and random_neuron(catalog, ref.model, rng), messages)
+
+
+def _tokens_text(tokens: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{visible_token(token)!r} ×{count}" for token, count in tokens)
+
+
+def results_frame(result: SearchResult) -> pd.DataFrame:
+    """Search hits as the results table shows them (plain text cells: the table does not render HTML)."""
+    rows = [
+        [
+            hit.model,
+            hit.layer,
+            hit.neuron,
+            _tokens_text(hit.tokens),
+            hit.matches,
+            round(hit.max, 4),
+            round(hit.density, 4),
+            round(hit.peak_concentration, 4),
+        ]
+        for hit in result.hits
+    ]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def search_view(
+    catalog: Catalog, keyword: str, models: list[str] | None, layer_min: object, layer_max: object, sort: str
+) -> tuple[str, pd.DataFrame]:
+    """A search's summary line and its results table; bad filters give a message, not an error."""
+    messages = []
+    if sort not in SORT_KEYS:
+        messages.append(f"Unknown sort {sort!r}; sorting by max.")
+        sort = "max"
+    unknown = [name for name in models or [] if name not in catalog.models]
+    if unknown:
+        messages.append(f"Unknown models ignored: {', '.join(map(repr, unknown))}.")
+    wanted = [name for name in models or [] if name in catalog.models] or None
+    result = catalog.index.search(
+        keyword or "", wanted, parse_int(layer_min), parse_int(layer_max), sort, limit=RESULT_LIMIT
+    )
+    described = f"for {keyword.strip()!r}" if (keyword or "").strip() else "(no keyword: all neurons)"
+    shown = f"; showing the first {len(result.hits)}" if result.total > len(result.hits) else ""
+    messages.append(f"{result.total:,} neurons {described}{shown}.")
+    return message_html(messages), results_frame(result)
