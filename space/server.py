@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import gradio as gr
 import uvicorn
@@ -32,3 +35,21 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     uvicorn.Server(uvicorn_config(app, host, port)).run()
+
+
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve in a background thread (tests, benchmarks); yields the base URL, port 0 picks a free one."""
+    server = uvicorn.Server(uvicorn_config(app, host, port))
+    thread = threading.Thread(target=server.run, name="neuroscope-server", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server stopped while starting (see its log above)")
+        time.sleep(0.02)
+    bound_port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound_port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,121 @@
+"""The real server through gradio_client and plain HTTP: each endpoint returns what the dataset holds."""
+
+from __future__ import annotations
+
+import io
+import re
+import urllib.request
+from html import escape
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from hub_sync import format as fmt
+from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
+from space.server import build_app, running
+from space.sources import open_sources
+from space.text import visible_token
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("space_api")
+    hostile = write_synthetic_dataset(root / "hostile", n_layers=2, d_mlp=32, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile")
+    plain = write_synthetic_dataset(root / "plain", n_layers=3, d_mlp=16, name="org/plain", seed=2)
+    catalog = open_sources([str(hostile), str(root / "missing"), str(plain)])
+    with running(build_app(catalog)) as url:
+        yield url, Client(url, verbose=False), {"org/hostile": hostile, "org/plain": plain}
+
+
+def neuron_rows(folder: Path, layer: int, neuron: int) -> tuple[dict, list[dict]]:
+    stats = pq.read_table(folder / fmt.neurons_path(layer)).to_pylist()[neuron]
+    examples = [row for row in pq.read_table(folder / fmt.examples_path(layer)).to_pylist() if row["neuron"] == neuron]
+    return stats, examples
+
+
+def test_neuron_endpoint_returns_the_stored_neuron(served):
+    _, client, folders = served
+    model, layer, neuron, notice, page = client.predict("org/plain", 2, 9, api_name="/neuron")
+    assert (model, int(layer), int(neuron), notice) == ("org/plain", 2, 9, "")
+    stats, examples = neuron_rows(folders["org/plain"], 2, 9)
+    assert f"<b>{stats['max']:.4g}</b>" in page and f"<b>{100 * stats['density']:.3g}%</b>" in page
+    scores = re.findall(r'<span class="ns-score"[^>]*>([^<]*)</span>', page)
+    assert scores == [f"{row['score']:.3g}" for row in examples]
+    full_windows = re.findall(r'<div class="ns-text ns-full">(.*?)</div>', page)
+    assert len(full_windows) == len(examples)
+    for window, row in zip(full_windows, examples):
+        shown = re.findall(r'<span class="ns-tok[^"]*" style="[^"]*" title="[^"]*">([^<]*)</span>', window)
+        assert shown == [escape(visible_token(token)) for token in row["tokens"]]
+    for token in stats["logit_top_tokens"] + stats["peak_tokens"]:
+        assert escape(visible_token(token)) in page
+
+
+def test_next_previous_random_move_to_valid_neurons(served):
+    _, client, _ = served
+    assert client.predict("org/plain", 0, 15, api_name="/next")[:3] == ("org/plain", 1, 0)
+    assert client.predict("org/plain", 0, 0, api_name="/previous")[:3] == ("org/plain", 2, 15)
+    model, layer, neuron, _, page = client.predict("org/hostile", api_name="/random")
+    assert model == "org/hostile" and layer in (0, 1) and 0 <= neuron < 32
+    assert f"layer {layer} · neuron {neuron}" in page
+
+
+def test_unknown_model_layer_neuron_give_a_message_and_a_valid_neuron(served):
+    _, client, _ = served
+    model, layer, neuron, notice, page = client.predict("org/nope", 40, 999, api_name="/neuron")
+    assert (model, layer, neuron) == ("org/hostile", 0, 0)
+    assert "Unknown model &#x27;org/nope&#x27;" in notice and "Layer 40" in notice and "Neuron 999" in notice
+    assert "org/hostile · layer 0 · neuron 0" in page
+
+
+def test_search_endpoint_matches_the_neuron_tables(served):
+    _, client, folders = served
+    keyword = HOSTILE_TOKENS[2]
+    notice, results = client.predict(keyword.upper(), ["org/hostile"], 0, 1, "max", api_name="/search")
+    expected = []
+    for layer in (0, 1):
+        for row in pq.read_table(folders["org/hostile"] / fmt.neurons_path(layer)).to_pylist():
+            if keyword in row["peak_tokens"]:
+                expected.append((row["max"], layer, row["neuron"], row["peak_token_counts"][row["peak_tokens"].index(keyword)]))
+    expected.sort(key=lambda hit: -hit[0])
+    assert expected, "the hostile dataset should peak on its hostile tokens"
+    got = [(row[1], row[2], row[4]) for row in results["data"]]
+    assert got == [(layer, neuron, count) for _, layer, neuron, count in expected]
+    assert all(row[3] == f"{keyword!r} ×{row[4]}" for row in results["data"])
+    assert f"{len(expected)} neurons" in notice and "<b>" not in notice
+
+
+def test_hostile_strings_come_back_escaped(served):
+    _, client, _ = served
+    pages = [client.predict("org/hostile", layer, neuron, api_name="/neuron")[4] for layer in (0, 1) for neuron in range(0, 32, 4)]
+    html = "".join(pages)
+    assert escape(HOSTILE_TOKENS[0]) in html and escape(HOSTILE_TOKENS[1]) in html
+    assert "<script" not in html and "<img" not in html and "<b>bold" not in html
+
+
+def test_a_failing_source_is_shown_unavailable_while_others_work(served):
+    _, client, _ = served
+    banner = next(c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "ns-unavailable")
+    assert "missing" in banner["props"]["value"] and "is unavailable" in banner["props"]["value"]
+    assert client.predict("org/plain", 1, 1, api_name="/neuron")[:3] == ("org/plain", 1, 1)
+
+
+def test_short_link_has_open_graph_tags_and_a_png_preview(served):
+    url, _, _ = served
+    html = urllib.request.urlopen(f"{url}n/org/plain/1/3").read().decode()
+    tags = dict(re.findall(r'<meta property="(og:[a-z:]+)" content="([^"]*)"', html))
+    assert tags["og:title"] == "org/plain · layer 1 · neuron 3"
+    assert tags["og:image"] == f"{url}n/org/plain/1/3.png"
+    assert tags["og:url"] == f"{url}?model=org%2Fplain&amp;layer=1&amp;neuron=3"
+    assert "max " in tags["og:description"]
+    assert 'http-equiv="refresh"' in html
+    image = Image.open(io.BytesIO(urllib.request.urlopen(tags["og:image"]).read()))
+    assert image.format == "PNG" and image.size == (1200, 630)
+
+
+def test_short_link_with_a_bad_neuron_falls_back_with_a_note(served):
+    url, _, _ = served
+    html = urllib.request.urlopen(f"{url}n/org/plain/9/x").read().decode()
+    assert "org/plain · layer 0 · neuron 0" in html and "Layer &#x27;9&#x27;" in html

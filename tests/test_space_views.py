@@ -1,0 +1,128 @@
+"""The Space's views without a server: rendering, escaping, search, link resolution."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from hub_sync import format as fmt
+from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
+from space.links import NeuronRef, resolve, resolve_query, step
+from space.sources import open_sources, sources_from_env
+from space.text import search_key, visible_token
+from space.views import neuron_view, search_view
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("space_views")
+    hostile = write_synthetic_dataset(root / "hostile", n_layers=3, d_mlp=40, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile")
+    plain = write_synthetic_dataset(root / "plain", n_layers=2, d_mlp=24, name="org/plain", seed=1)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / fmt.MANIFEST_FILE).write_text("{not json")
+    return open_sources([str(hostile), str(plain), str(broken), str(root / "absent")])
+
+
+def test_failed_sources_are_listed_with_their_error_while_others_open(catalog, tmp_path_factory):
+    assert catalog.model_names == ["org/hostile", "org/plain"]
+    errors = {Path(item.source).name: item.error for item in catalog.unavailable}
+    assert set(errors) == {"broken", "absent"}
+    assert "not valid JSON" in errors["broken"]
+    assert "neither a local folder" in errors["absent"]
+
+
+def test_sources_from_env_splits_on_commas_and_drops_blanks():
+    assert sources_from_env({"NEUROSCOPE_SOURCES": " a/b , ./x,,"}) == ["a/b", "./x"]
+    assert sources_from_env({}) == []
+
+
+def test_whitespace_tokens_get_visible_glyphs():
+    assert visible_token("\n") == "↵"
+    assert visible_token(" ") == "·"
+    assert visible_token("\t") == "→"
+    assert visible_token(" the") == " the"
+    assert visible_token("a\nb") == "a↵b"
+
+
+def _example_rows(dataset_dir: Path, layer: int, neuron: int) -> list[dict]:
+    table = pq.read_table(dataset_dir / fmt.examples_path(layer)).to_pylist()
+    return [row for row in table if row["neuron"] == neuron]
+
+
+def test_neuron_page_shows_every_example_and_escapes_every_dataset_string(catalog):
+    dataset = catalog.models["org/hostile"]
+    for neuron in range(dataset.d_mlp):
+        page = neuron_view(catalog, "org/hostile", 1, neuron).page
+        assert "<script" not in page and "<img" not in page and "<b>bold" not in page
+        rows = _example_rows(Path(dataset.source), 1, neuron)
+        assert page.count('<details class="ns-ex">') == len(rows)
+        for row in rows:
+            for token in row["tokens"]:
+                assert escape(visible_token(token)) in page
+    hostile_page = "".join(neuron_view(catalog, "org/hostile", 1, n).page for n in range(dataset.d_mlp))
+    assert escape(HOSTILE_TOKENS[0]) in hostile_page
+    for attribute in re.findall(r'title="([^"]*)"', hostile_page):
+        assert "<" not in attribute and ">" not in attribute
+
+
+def test_tokens_share_one_colour_scale_per_neuron(catalog):
+    dataset = catalog.models["org/hostile"]
+    page = neuron_view(catalog, "org/hostile", 0, 3).page
+    rows = _example_rows(Path(dataset.source), 0, 3)
+    largest = max(abs(value) for row in rows for value in row["activations"])
+    assert f"Colour scale: ±{largest:.3g}" in page
+    alphas = [float(alpha) for alpha in re.findall(r"rgba\([\d,]+,([\d.]+)\)", page)]
+    assert max(alphas) == 1.0 and min(alphas) >= 0.0
+
+
+def test_unknown_or_malformed_links_resolve_to_a_valid_neuron_with_a_message(catalog):
+    ref, messages = resolve_query(catalog, {"model": "org/plain", "layer": "1", "neuron": "5"})
+    assert ref == NeuronRef("org/plain", 1, 5) and messages == []
+    ref, messages = resolve_query(catalog, {"model": "nope", "layer": "x", "neuron": "-3"})
+    assert ref == NeuronRef("org/hostile", 0, 0)
+    assert len(messages) == 3 and "Unknown model 'nope'" in messages[0]
+    ref, messages = resolve(catalog, "org/plain", 7, 24)
+    assert ref == NeuronRef("org/plain", 0, 0) and len(messages) == 2
+    assert resolve_query(catalog, {}) == (NeuronRef("org/hostile", 0, 0), [])
+
+
+def test_step_crosses_layers_and_wraps(catalog):
+    assert step(catalog, NeuronRef("org/plain", 0, 23), 1) == NeuronRef("org/plain", 1, 0)
+    assert step(catalog, NeuronRef("org/plain", 1, 23), 1) == NeuronRef("org/plain", 0, 0)
+    assert step(catalog, NeuronRef("org/plain", 0, 0), -1) == NeuronRef("org/plain", 1, 23)
+
+
+def brute_force_search(catalog, keyword: str, layer_min: int, layer_max: int) -> list[tuple[str, int, int, float]]:
+    """Every (model, layer, neuron, max) whose peak tokens match, read straight from the Parquet files."""
+    found = []
+    for name, dataset in catalog.models.items():
+        for layer in dataset.layers:
+            if not layer_min <= layer <= layer_max:
+                continue
+            for row in pq.read_table(Path(dataset.source) / fmt.neurons_path(layer)).to_pylist():
+                if any(token.strip().lower() == search_key(keyword) for token in row["peak_tokens"]):
+                    found.append((name, layer, row["neuron"], row["max"]))
+    return sorted(found, key=lambda hit: -hit[3])
+
+
+@pytest.mark.parametrize("keyword", ["W7", "  TOK9 ", HOSTILE_TOKENS[1]])
+def test_search_finds_exactly_the_neurons_peaking_on_the_keyword(catalog, keyword):
+    expected = brute_force_search(catalog, keyword, 1, 2)
+    assert expected, "the hostile dataset's small vocabulary makes every keyword a peak token"
+    notice, frame = search_view(catalog, keyword, None, 1, 2, "max")
+    assert [(m, l, n) for m, l, n, _ in expected] == list(zip(frame["model"], frame["layer"], frame["neuron"]))
+    assert f"{len(expected):,} neurons" in notice
+    assert frame["matches"].min() >= 1
+
+
+def test_search_sorts_and_filters_by_model(catalog):
+    _, frame = search_view(catalog, "", ["org/plain"], None, None, "density")
+    assert set(frame["model"]) == {"org/plain"} and len(frame) == 48
+    assert list(frame["density"]) == sorted(frame["density"], reverse=True)
+    notice, _ = search_view(catalog, "", ["nope"], None, None, "bogus")
+    assert "Unknown sort" in notice and "Unknown models ignored" in notice
