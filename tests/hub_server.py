@@ -767,7 +767,9 @@ class HubServer:
         self._fault: LfsUploadFault | None = None
         self._httpd = _HubHTTPServer(("127.0.0.1", 0), HubRequestHandler)
         self._httpd.hub = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-server", daemon=True
+        )
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def start(self) -> "HubServer":
