@@ -87,6 +87,8 @@ class DatasetFiles:
             entries = self.fs.ls(self.path(relative_dir), detail=False)
         except FileNotFoundError:
             return []
+        except _HUB_ERRORS as error:
+            raise DatasetError(f"{self.describe(relative_dir)}: cannot list ({error})") from None
         return sorted(str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries)
 
 
@@ -122,9 +124,15 @@ def locate_dataset(source: str | os.PathLike, endpoint: str | None = None, token
     return DatasetFiles(fs, f"datasets/{repo_id}@{sha}", f"{repo_id}@{sha}", sha)
 
 
-def _format_major(version: Any) -> int | None:
+def _format_version(version: Any) -> tuple[int, int] | None:
     match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
-    return int(match.group(1)) if match else None
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def is_newer_minor_version(manifest: dict) -> bool:
+    """A newer minor version of the known major only adds: extra columns are expected, not errors."""
+    version = _format_version(manifest.get("format_version"))
+    return version is not None and version > _format_version(fmt.FORMAT_VERSION)
 
 
 def manifest_problems(manifest: Any) -> list[str]:
@@ -132,9 +140,10 @@ def manifest_problems(manifest: Any) -> list[str]:
     if not isinstance(manifest, dict):
         return ["is not a JSON object"]
     version = manifest.get("format_version")
-    major = _format_major(version)
-    if major is None:
+    parsed = _format_version(version)
+    if parsed is None:
         return [f"format_version {version!r} is not MAJOR.MINOR"]
+    major = parsed[0]
     if major != fmt.FORMAT_MAJOR:
         return [
             f"format_version {version} has major version {major}; this reader knows major version "
@@ -180,19 +189,21 @@ def unreadable_parquet(name: str, error: Exception) -> DatasetError:
     return DatasetError(f"{name}: not a readable Parquet file (truncated or corrupt): {error}")
 
 
-def schema_differences(actual: pa.Schema, expected: pa.Schema) -> list[str]:
-    """Column names and types that differ from the format's schema (nullability aside)."""
+def schema_differences(actual: pa.Schema, expected: pa.Schema, extra_columns_allowed: bool = False) -> list[str]:
+    """Column names and types that differ from the format's schema (top-level nullability aside)."""
     actual_types = {field.name: field.type for field in actual}
     expected_types = {field.name: field.type for field in expected}
     differences = [f"column {name!r} is missing" for name in expected_types if name not in actual_types]
-    differences += [f"unexpected column {name!r}" for name in actual_types if name not in expected_types]
+    if not extra_columns_allowed:
+        differences += [f"unexpected column {name!r}" for name in actual_types if name not in expected_types]
     differences += [
         f"column {name!r} is {actual_types[name]}, expected {kind}"
         for name, kind in expected_types.items()
         if name in actual_types and actual_types[name] != kind
     ]
-    if not differences and actual.names != expected.names:
-        differences.append(f"columns are in order {actual.names}, expected {expected.names}")
+    known_order = [name for name in actual.names if name in expected_types]
+    if not differences and known_order != expected.names:
+        differences.append(f"columns are in order {known_order}, expected {expected.names}")
     return differences
 
 
@@ -213,7 +224,7 @@ class ExamplesFile:
             self._parquet = pq.ParquetFile(self._handle, pre_buffer=True)
         except PARQUET_ERRORS as error:
             raise unreadable_parquet(self.name, error) from None
-        differences = schema_differences(self._parquet.schema_arrow, fmt.EXAMPLE_SCHEMA)
+        differences = schema_differences(self._parquet.schema_arrow, fmt.EXAMPLE_SCHEMA, extra_columns_allowed=True)
         if differences:
             raise DatasetError(f"{self.name}: not format v1 examples: " + "; ".join(differences))
         self._first_neuron, self._last_neuron = self._neuron_ranges()
@@ -257,7 +268,7 @@ def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
         table = pq.read_table(pa.BufferReader(data))
     except PARQUET_ERRORS as error:
         raise unreadable_parquet(name, error) from None
-    differences = schema_differences(table.schema, fmt.NEURON_SCHEMA)
+    differences = schema_differences(table.schema, fmt.NEURON_SCHEMA, extra_columns_allowed=True)
     if differences:
         raise DatasetError(f"{name}: not format v1 neuron statistics: " + "; ".join(differences))
     return table

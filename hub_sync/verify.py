@@ -17,6 +17,7 @@ from hub_sync.reader import (
     PARQUET_ERRORS,
     DatasetError,
     DatasetFiles,
+    is_newer_minor_version,
     load_manifest,
     locate_dataset,
     schema_differences,
@@ -100,14 +101,16 @@ def layer_file_problems(files: DatasetFiles, layers: list[int], present: dict[st
     return problems
 
 
-def _open_parquet(files: DatasetFiles, relative: str, schema: pa.Schema) -> tuple[pq.ParquetFile, list[str]]:
+def _open_parquet(
+    files: DatasetFiles, relative: str, schema: pa.Schema, manifest: dict
+) -> tuple[pq.ParquetFile, list[str]]:
     """The file, and how its schema differs from the format's (content checks need a matching schema)."""
     data = files.read_bytes(relative)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
     except PARQUET_ERRORS as error:
         raise unreadable_parquet(files.describe(relative), error) from None
-    differences = schema_differences(parquet.schema_arrow, schema)
+    differences = schema_differences(parquet.schema_arrow, schema, is_newer_minor_version(manifest))
     return parquet, [f"{files.describe(relative)}: schema differs from format v1: {d}" for d in differences]
 
 
@@ -125,11 +128,13 @@ def _read(parquet: pq.ParquetFile, name: str, columns: list[str] | None = None, 
         raise DatasetError(f"{name}: data is unreadable (truncated or corrupt): {error}") from None
 
 
-def neuron_file_problems(files: DatasetFiles, layer: int, d_mlp: int, n_bins: int) -> list[str]:
+def neuron_file_problems(files: DatasetFiles, layer: int, manifest: dict) -> list[str]:
     """One row per neuron 0..d_mlp-1 in order, all of this layer, histograms of the manifest's bins."""
+    d_mlp = manifest["model"]["d_mlp"]
+    n_bins = len(manifest["harvest"]["histogram_edges"]) + 1
     relative = fmt.neurons_path(layer)
     name = files.describe(relative)
-    parquet, schema_problems = _open_parquet(files, relative, fmt.NEURON_SCHEMA)
+    parquet, schema_problems = _open_parquet(files, relative, fmt.NEURON_SCHEMA, manifest)
     if schema_problems:
         return schema_problems
     table = _read(parquet, name, ["layer", "neuron", "histogram"])
@@ -236,7 +241,7 @@ def _window_problems(name: str, parquet: pq.ParquetFile, window: int) -> list[st
 def example_file_problems(files: DatasetFiles, layer: int, manifest: dict) -> list[str]:
     relative = fmt.examples_path(layer)
     name = files.describe(relative)
-    parquet, schema_problems = _open_parquet(files, relative, fmt.EXAMPLE_SCHEMA)
+    parquet, schema_problems = _open_parquet(files, relative, fmt.EXAMPLE_SCHEMA, manifest)
     if schema_problems:
         return schema_problems
     d_mlp = manifest["model"]["d_mlp"]
@@ -272,18 +277,17 @@ def _problems_or_error(check, *args) -> list[str]:
 
 def verify_dataset(source: str, endpoint: str | None = None, token: str | None = None) -> list[str]:
     """Every problem found, each naming the file and what is wrong; [] for a valid dataset."""
+    checks = {fmt.NEURONS_DIR: neuron_file_problems, fmt.EXAMPLES_DIR: example_file_problems}
     try:
         files = locate_dataset(source, endpoint=endpoint, token=token)
         manifest = load_manifest(files)
+        present = {folder: set(files.list_names(folder)) for folder in checks}
     except DatasetError as error:
         return [str(error)]
     layers = sorted(manifest["harvest"]["layers"])
-    present = {folder: set(files.list_names(folder)) for folder in (fmt.NEURONS_DIR, fmt.EXAMPLES_DIR)}
     problems = card_problems(files, layers) + layer_file_problems(files, layers, present)
-    n_bins = len(manifest["harvest"]["histogram_edges"]) + 1
     for layer in layers:
-        if fmt.layer_file_name(layer) in present[fmt.NEURONS_DIR]:
-            problems += _problems_or_error(neuron_file_problems, files, layer, manifest["model"]["d_mlp"], n_bins)
-        if fmt.layer_file_name(layer) in present[fmt.EXAMPLES_DIR]:
-            problems += _problems_or_error(example_file_problems, files, layer, manifest)
+        for folder, check in checks.items():
+            if fmt.layer_file_name(layer) in present[folder]:
+                problems += _problems_or_error(check, files, layer, manifest)
     return problems

@@ -7,6 +7,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -235,3 +236,23 @@ def test_open_hub_dataset_keeps_reading_its_revision_after_a_new_push(hub_server
     assert fresh.revision == second_sha
     assert fresh.examples(1, 3).equals(full_examples(newer, 1, 3))
     assert not fresh.examples(1, 3).equals(ds.examples(1, 3))
+
+
+def test_newer_minor_version_may_add_columns(copy_dir):
+    path = copy_dir / fmt.examples_path(0)
+    table = pq.read_table(path)
+    pq.write_table(table.append_column("future", pa.array([1.0] * table.num_rows)), path, row_group_size=640)
+    edit_manifest(copy_dir, format_version="1.1")
+    assert open_dataset(copy_dir).examples(0, 70).equals(full_examples(copy_dir, 0, 70))
+
+
+def test_hub_pages_from_many_threads_cost_one_get_each(hub_server, dataset_dir):
+    hub_server.add_folder("org/name", dataset_dir)
+    ds = open_dataset("org/name", endpoint=hub_server.url)
+    ds.examples(0, 0)
+    hub_server.clear_log()
+    neurons = list(range(0, D_MLP, 7))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pages = list(pool.map(lambda neuron: ds.examples(0, neuron), neurons))
+    assert all(page.equals(full_examples(dataset_dir, 0, n)) for page, n in zip(pages, neurons))
+    assert [request.status for request in hub_server.requests()] == [206] * len(neurons)

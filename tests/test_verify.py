@@ -248,3 +248,11 @@ def test_hub_dataset_is_verified_at_its_revision(hub_server, valid_dir):
     sha = hub_server.add_folder("org/name", valid_dir)
     assert verify_dataset(f"hf://datasets/org/name@{sha}", endpoint=hub_server.url) == []
     assert verify_dataset("org/absent", endpoint=hub_server.url)[0].startswith("cannot open Hub dataset 'org/absent'")
+
+
+def test_extra_column_is_reported_unless_a_newer_minor_version_adds_it(dataset):
+    relative = fmt.neurons_path(0)
+    rewrite(dataset / relative, lambda table: table.append_column("future", pa.array([0] * table.num_rows)))
+    assert "unexpected column 'future'" in only_problem(dataset, relative)
+    edit_manifest(dataset, lambda manifest: manifest.update(format_version="1.1"))
+    assert verify_dataset(str(dataset)) == []
