@@ -241,22 +241,19 @@ class ExamplesFile:
             lasts.append(stats.max)
         return np.array(firsts, dtype=np.int64), np.array(lasts, dtype=np.int64)
 
-    def row_group_of(self, neuron: int) -> int | None:
-        """The row group whose neuron range holds `neuron` (row groups are sorted by neuron)."""
-        group = int(np.searchsorted(self._last_neuron, neuron, side="left"))
-        if group < len(self._last_neuron) and self._first_neuron[group] <= neuron:
-            return group
-        return None
+    def row_groups_of(self, neuron: int) -> list[int]:
+        """Row groups whose neuron range holds `neuron`: exactly one in a valid file (whole neurons, sorted)."""
+        return np.flatnonzero((self._first_neuron <= neuron) & (neuron <= self._last_neuron)).tolist()
 
     def examples(self, neuron: int) -> pa.Table:
-        group = self.row_group_of(neuron)
-        if group is None:
+        groups = self.row_groups_of(neuron)
+        if not groups:
             return fmt.EXAMPLE_SCHEMA.empty_table()
         try:
             with self._lock:
-                rows = self._parquet.read_row_group(group)
+                rows = self._parquet.read_row_groups(groups)
         except PARQUET_ERRORS as error:
-            raise DatasetError(f"{self.name}: row group {group} is unreadable (corrupt): {error}") from None
+            raise DatasetError(f"{self.name}: row groups {groups} are unreadable (corrupt): {error}") from None
         return _kind_then_rank_order(rows.filter(pc.equal(rows.column("neuron"), neuron)))
 
 

@@ -148,7 +148,7 @@ def test_corrupt_row_group_is_named_in_the_error(copy_dir):
     data[start : end + 1] = b"\xff" * (end + 1 - start)
     path.write_bytes(bytes(data))
     ds = open_dataset(copy_dir)
-    with pytest.raises(DatasetError, match=r"data/examples/layer_00.parquet .*row group 1 is unreadable"):
+    with pytest.raises(DatasetError, match=r"data/examples/layer_00.parquet .*row groups \[1\] are unreadable"):
         ds.examples(0, 64)
     assert ds.examples(0, 0).num_rows == 10
 
@@ -256,3 +256,11 @@ def test_hub_pages_from_many_threads_cost_one_get_each(hub_server, dataset_dir):
         pages = list(pool.map(lambda neuron: ds.examples(0, neuron), neurons))
     assert all(page.equals(full_examples(dataset_dir, 0, n)) for page, n in zip(pages, neurons))
     assert [request.status for request in hub_server.requests()] == [206] * len(neurons)
+
+
+def test_a_neuron_split_across_row_groups_is_still_read_whole(copy_dir):
+    path = copy_dir / fmt.examples_path(1)
+    pq.write_table(pq.read_table(path), path, row_group_size=15)  # 10 rows per neuron: every other one is split
+    ds = open_dataset(copy_dir)
+    for neuron in (0, 1, 2, 199):
+        assert ds.examples(1, neuron).equals(full_examples(copy_dir, 1, neuron))
