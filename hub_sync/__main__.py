@@ -20,6 +20,9 @@ points at another Hub-compatible server. Examples:
   python -m hub_sync verify my-org/gpt2-neurons
 """
 
+REPO_ID_HELP = "dataset repo id, e.g. my-org/gpt2-neurons"
+ENDPOINT_HELP = "Hub URL (default: HF_ENDPOINT or https://huggingface.co)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,11 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         "data makes no commit. Prints the commit sha.",
     )
     push_parser.add_argument("dir", metavar="DIR", help="dataset folder (README.md, neuroscope.json, data/)")
-    push_parser.add_argument("repo_id", metavar="REPO_ID", help="dataset repo id, e.g. my-org/gpt2-neurons")
+    push_parser.add_argument("repo_id", metavar="REPO_ID", help=REPO_ID_HELP)
     push_parser.add_argument("--private", action="store_true", help="create the repo private (if it is new)")
     push_parser.add_argument("--revision", help="branch to commit to (created from main if missing; default main)")
     push_parser.add_argument("--message", help="commit message (default: names the model and layer count)")
-    push_parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    push_parser.add_argument("--endpoint", help=ENDPOINT_HELP)
 
     pull_parser = commands.add_parser(
         "pull",
@@ -50,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download REPO_ID into DIR at one commit: the revision is pinned to its sha first, so "
         "every file comes from the same commit. Prints the sha.",
     )
-    pull_parser.add_argument("repo_id", metavar="REPO_ID", help="dataset repo id, e.g. my-org/gpt2-neurons")
+    pull_parser.add_argument("repo_id", metavar="REPO_ID", help=REPO_ID_HELP)
     pull_parser.add_argument("dir", metavar="DIR", help="folder to download into")
     pull_parser.add_argument("--revision", help="branch, tag or commit sha (default: main)")
-    pull_parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    pull_parser.add_argument("--endpoint", help=ENDPOINT_HELP)
 
     verify_parser = commands.add_parser(
         "verify",
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument(
         "source", metavar="DIR_OR_REPO", help="a local folder, org/name, or hf://datasets/org/name@revision"
     )
-    verify_parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    verify_parser.add_argument("--endpoint", help=ENDPOINT_HELP)
     return parser
 
 

@@ -83,13 +83,13 @@ class StoredFile:
         return cls(path=path, size=size, sha256=sha256, lfs=lfs, git_oid=git_oid)
 
     @property
-    def etag(self) -> str:
-        """The Hub's ETag: sha256 for LFS files (X-Linked-Etag), git blob sha1 otherwise."""
+    def oid(self) -> str:
+        """What the Hub calls the file's oid in ETags and preupload replies: sha256 for LFS, git blob sha1 otherwise."""
         return self.sha256 if self.lfs else self.git_oid
 
     @property
-    def preupload_oid(self) -> str:
-        return self.sha256 if self.lfs else self.git_oid
+    def pointer_size(self) -> int:
+        return len(lfs_pointer(self.sha256, self.size))
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,6 @@ class BlobStore:
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256
@@ -168,17 +167,11 @@ class BlobStore:
             self._publish(sha256, lambda tmp: shutil.copyfile(source, tmp))
         return sha256, source.stat().st_size
 
-    def put_verified(self, tmp: Path, sha256: str) -> None:
-        with self._lock:
-            tmp.replace(self.path(sha256))
-
-    def temp_path(self) -> Path:
-        return self.root / f".tmp-{uuid.uuid4().hex}"
-
     def _publish(self, sha256: str, write) -> None:
-        tmp = self.temp_path()
+        """Write to a temporary name, then rename: a reader never sees a half-written blob."""
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         write(tmp)
-        self.put_verified(tmp, sha256)
+        tmp.replace(self.path(sha256))
 
 
 @dataclass
@@ -262,12 +255,15 @@ class HubState:
             return commit
 
     def add_folder(self, repo_type: str, repo_id: str, folder: Path, message: str) -> str:
+        """One commit on main adding (or overwriting) every file of `folder`; the repo is created if missing."""
         repo, _ = self.create_repo(repo_type, repo_id, private=False)
         added = {}
         for source in sorted(p for p in folder.rglob("*") if p.is_file()):
             path = source.relative_to(folder).as_posix()
             sha256, size = self.blobs.put_file(source)
-            lfs = is_lfs(path, size, source.read_bytes()[:512])
+            with open(source, "rb") as f:
+                sample = f.read(512)
+            lfs = is_lfs(path, size, sample)
             content = None if lfs else source.read_bytes()
             added[path] = StoredFile.make(path, size, sha256, lfs, content)
         return self.commit(repo, "main", message, "", added, []).sha
@@ -311,8 +307,7 @@ def entry_json(repo: Repo, commit: Commit, path: str, expand: bool) -> dict:
     if stored is not None:
         entry = {"type": "file", "oid": stored.git_oid, "size": stored.size, "path": path}
         if stored.lfs:
-            pointer_size = len(lfs_pointer(stored.sha256, stored.size))
-            entry["lfs"] = {"oid": stored.sha256, "size": stored.size, "pointerSize": pointer_size}
+            entry["lfs"] = {"oid": stored.sha256, "size": stored.size, "pointerSize": stored.pointer_size}
     else:
         entry = {"type": "directory", "oid": tree_oid(commit, path), "size": 0, "path": path}
     if expand:
@@ -321,7 +316,8 @@ def entry_json(repo: Repo, commit: Commit, path: str, expand: bool) -> dict:
     return entry
 
 
-def card_data(repo: Repo, commit: Commit, blobs: BlobStore) -> dict | None:
+def card_data(commit: Commit, blobs: BlobStore) -> dict | None:
+    """The README's YAML front matter, which the Hub returns as `cardData`."""
     card = commit.files.get("README.md")
     if card is None:
         return None
@@ -337,14 +333,17 @@ def card_data(repo: Repo, commit: Commit, blobs: BlobStore) -> dict | None:
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """First range of a `bytes=` header as an inclusive (start, end), or None when unsatisfiable."""
+    """First range of a `bytes=` header as an inclusive (start, end), or None when malformed or unsatisfiable."""
     spec = header.strip().removeprefix("bytes=").split(",")[0].strip()
     start_text, _, end_text = spec.partition("-")
-    if not start_text:
-        length = int(end_text)
-        return (max(0, size - length), size - 1) if length > 0 and size > 0 else None
-    start = int(start_text)
-    end = min(int(end_text), size - 1) if end_text else size - 1
+    try:
+        if not start_text:
+            length = int(end_text)
+            return (max(0, size - length), size - 1) if length > 0 and size > 0 else None
+        start = int(start_text)
+        end = min(int(end_text), size - 1) if end_text else size - 1
+    except ValueError:
+        return None
     return (start, end) if start <= end and start < size else None
 
 
@@ -371,12 +370,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         self._logged: LoggedRequest | None = None
+        self._body_read = False
         self._url = urlsplit(self.path)
         self._query = parse_qs(self._url.query)
         self._segments = [unquote(s) for s in self._url.path.split("/") if s]
         try:
             self._route()
         except HubError as error:
+            if not self._body_read:  # keep-alive: the next request starts where this body ends
+                self._read_body()
             self._send_error(error)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -398,6 +400,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._logged = entry
 
     def _read_body(self) -> bytes:
+        self._body_read = True
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
@@ -527,8 +530,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if blobs:
                 sibling |= {"size": stored.size, "blobId": stored.git_oid}
                 if stored.lfs:
-                    pointer_size = len(lfs_pointer(stored.sha256, stored.size))
-                    sibling["lfs"] = {"size": stored.size, "sha256": stored.sha256, "pointerSize": pointer_size}
+                    sibling["lfs"] = {"size": stored.size, "sha256": stored.sha256, "pointerSize": stored.pointer_size}
             siblings.append(sibling)
         self._send_json(
             {
@@ -544,7 +546,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 "downloads": 0,
                 "likes": 0,
                 "tags": [],
-                "cardData": card_data(repo, commit, self.server.hub.state.blobs),
+                "cardData": card_data(commit, self.server.hub.state.blobs),
                 "siblings": siblings,
             }
         )
@@ -589,7 +591,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                     "path": item["path"],
                     "uploadMode": "lfs" if is_lfs(item["path"], int(item["size"]), sample) else "regular",
                     "shouldIgnore": False,
-                    "oid": remote.preupload_oid if remote else None,
+                    "oid": remote.oid if remote else None,
                 }
             )
         self._send_json({"files": files, "commitOid": commit.sha})
@@ -616,12 +618,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        tmp = blobs.temp_path()
-        content = self._read_body()
-        if hashlib.sha256(content).hexdigest() != oid:
+        if blobs.put_bytes(self._read_body()) != oid:
             raise HubError(400, f"Uploaded content does not match its LFS oid {oid}")
-        tmp.write_bytes(content)
-        blobs.put_verified(tmp, oid)
         self._send(200, b"")
 
     def _commit(self, repo: Repo, branch: str) -> None:
@@ -716,7 +714,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         headers = {
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
-            "ETag": f'"{stored.etag}"',
+            "ETag": f'"{stored.oid}"',
             "X-Repo-Commit": commit.sha,
         }
         if stored.lfs:
