@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture
-def hub_server(monkeypatch, tmp_path):
+def hub_server(monkeypatch, tmp_path_factory):
     """A loopback Hub (tests/hub_server.py) that the real clients talk to for the length of one test.
 
     huggingface_hub and datasets read HF_ENDPOINT and HF_HUB_OFFLINE once, at import, into module constants
@@ -28,21 +28,22 @@ def hub_server(monkeypatch, tmp_path):
 
     from hub_server import HubServer
 
-    server = HubServer(tmp_path / "hub-storage").start()
+    root = tmp_path_factory.mktemp("hub")
+    server = HubServer(root / "storage").start()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root / "hf-hub-cache"))
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
     monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", server.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", root / "hf-datasets-cache")
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hf-hub-cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(root / "hf-datasets-cache"))
     try:
         yield server
     finally:
