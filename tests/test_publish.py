@@ -15,7 +15,7 @@ import datasets
 import huggingface_hub.lfs
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import HfApi, HfFileSystem
+from huggingface_hub import HfApi, HfFileSystem, hf_hub_download
 from huggingface_hub.utils import http_backoff
 
 from hub_sync import format as fmt
@@ -204,6 +204,21 @@ def test_pull_round_trips_byte_for_byte(hub_server, dataset_dir, tmp_path):
 
     assert dataset_files(target) == dataset_files(dataset_dir)
     assert verify_dataset(str(target)) == []
+
+
+def test_hf_hub_download_is_served_once_then_from_the_cache(hub_server, dataset_dir, tmp_path):
+    sha = push(dataset_dir, REPO_ID, endpoint=hub_server.url)
+    hub_server.clear_log()
+
+    paths = [
+        hf_hub_download(REPO_ID, fmt.examples_path(0), repo_type="dataset", revision="main", cache_dir=tmp_path / "c")
+        for _ in range(2)
+    ]
+
+    assert paths[0] == paths[1] and f"/snapshots/{sha}/" in paths[0]
+    assert Path(paths[0]).read_bytes() == (dataset_dir / fmt.examples_path(0)).read_bytes()
+    assert fetched_files(hub_server) == {fmt.examples_path(0)}
+    assert len([r for r in hub_server.requests() if r.method == "GET"]) == 1  # the second call only HEADs the ETag
 
 
 def test_pull_at_an_older_commit(hub_server, dataset_dir, tmp_path):
