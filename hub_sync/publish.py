@@ -63,17 +63,25 @@ def hub_errors(action: str) -> Iterator[None]:
         raise PublishError(f"{action} failed: {describe(error)}") from error
 
 
-def refresh_card(folder: Path, repo_id: str) -> None:
+def verified_manifest(folder: Path) -> dict:
+    """The folder's manifest once verify_dataset finds nothing wrong; otherwise a PublishError listing why."""
+    if not folder.is_dir():
+        raise PublishError(f"{folder} is not a folder")
+    problems = verify_dataset(str(folder))
+    if problems:
+        raise PublishError(f"{folder} is not a valid Neuroscope dataset; nothing was uploaded", problems)
+    return json.loads((folder / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+def refresh_card(folder: Path, manifest: dict, repo_id: str) -> None:
     """Rewrite the folder's README.md for this repo id, so the folder and the published repo stay identical."""
-    manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
     card = render_card(manifest, repo_id=repo_id)
     card_path = folder / fmt.CARD_FILE
     if not card_path.is_file() or card_path.read_text(encoding="utf-8") != card:
         write_text(card_path, card)
 
 
-def default_message(folder: Path) -> str:
-    manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
+def default_message(manifest: dict) -> str:
     layers = manifest["harvest"]["layers"]
     return f"Publish Neuroscope neurons of {manifest['model']['name']} ({len(layers)} layers)"
 
@@ -90,12 +98,8 @@ def push(
 ) -> str | None:
     """Verify `folder`, refresh its card and publish it as one commit; the commit sha, or None if nothing changed."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise PublishError(f"{folder} is not a folder")
-    problems = verify_dataset(str(folder))
-    if problems:
-        raise PublishError(f"{folder} is not a valid Neuroscope dataset; nothing was uploaded", problems)
-    refresh_card(folder, repo_id)
+    manifest = verified_manifest(folder)
+    refresh_card(folder, manifest, repo_id)
     api = HfApi(endpoint=endpoint, token=token)
     branch = revision or "main"
     with hub_errors(f"Publishing {folder} to {repo_id} on {api.endpoint}"):
@@ -108,7 +112,7 @@ def push(
             folder_path=folder,
             repo_type=REPO_TYPE,
             revision=branch,
-            commit_message=message or default_message(folder),
+            commit_message=message or default_message(manifest),
             allow_patterns=PUBLISHED_PATTERNS,
             delete_patterns=STALE_PATTERNS,
             parent_commit=parent,

@@ -16,6 +16,7 @@ import huggingface_hub.lfs
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi, HfFileSystem, hf_hub_download
+from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import http_backoff
 
 from hub_sync import format as fmt
@@ -90,7 +91,8 @@ def test_push_creates_exactly_the_dataset_files_in_one_commit(hub_server, datase
     remote = hub_server.files(REPO_ID, revision=sha)
     assert remote.pop(".gitattributes")  # the Hub's own, from the initial commit
     assert remote == dataset_files(dataset_dir)
-    listed = {e.path for e in api.list_repo_tree(REPO_ID, repo_type="dataset", recursive=True) if hasattr(e, "size")}
+    tree = api.list_repo_tree(REPO_ID, repo_type="dataset", recursive=True)
+    listed = {entry.path for entry in tree if isinstance(entry, RepoFile)}
     assert listed == set(remote) | {".gitattributes"}
     parquet = sorted(p for p in remote if p.endswith(".parquet"))
     assert sorted(lfs_put_oids(hub_server)) == sorted(sha256_of(dataset_dir / p) for p in parquet)
