@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harvest.checkpoint import CheckpointMismatch
+from harvest.checkpoint import CheckpointMismatch, checkpoint_path
 from harvest.corpus import CORPUS_HELP, PYTHON_DOCS, CorpusError, CorpusSpec
 from harvest.models import MODEL_HELP, ModelLoadError
 from harvest.run import HarvestConfig, HarvestError, harvest
@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: progress saved in {args.out}; run the same command to resume", file=sys.stderr)
+        if checkpoint_path(args.out).is_file():
+            print(f"\ninterrupted: progress saved in {args.out}; run the same command to resume", file=sys.stderr)
+        else:
+            print("\ninterrupted before any progress was made", file=sys.stderr)
         return 130
     print(f"dataset written to {out}")
     return 0

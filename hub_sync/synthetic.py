@@ -24,6 +24,8 @@ from hub_sync.writer import (
     write_parquet,
 )
 
+SYNTHETIC_WINDOWS = 1_000_000
+
 HOSTILE_TOKENS = [
     "<script>window.__pwned = 1</script>",
     '<img src=x onerror="window.__pwned=1">',
@@ -63,7 +65,7 @@ def synthetic_layer(
         rank=rank,
         score=score,
         max_position=max_position,
-        window_index=rng.integers(0, 1_000_000, size=n_rows),
+        window_index=rng.integers(0, SYNTHETIC_WINDOWS, size=n_rows),
         token_ids=token_ids,
         activations=activations,
     )
@@ -111,9 +113,9 @@ def synthetic_manifest(
             "split": None,
             "revision": None,
             "text_column": None,
-            "docs": 0,
-            "tokens": 0,
-            "windows": 0,
+            "docs": SYNTHETIC_WINDOWS,
+            "tokens": SYNTHETIC_WINDOWS * window,
+            "windows": SYNTHETIC_WINDOWS,
         },
         "harvest": {
             "window": window,

@@ -1,0 +1,186 @@
+"""The harvest command as a user runs it: --help, bad input, SIGKILL and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from harvest.checkpoint import checkpoint_path
+from hub_sync import format as fmt
+from tiny_models import native_model
+
+OPTIONS = ["--window", "24", "--batch-size", "4", "--top-k", "4", "--random-k", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    return native_model(tmp_path_factory.mktemp("cli") / "model", n_layers=2, d_mlp=32, n_ctx=64)
+
+
+def run_harvest(*args: str, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harvest", *args], capture_output=True, text=True, timeout=300, **popen)
+
+
+def dataset_contents(folder: Path) -> dict:
+    """Everything a dataset says, minus the wall-clock dates in its manifest."""
+    manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text())
+    for key in ("started", "finished"):
+        manifest["harvest"].pop(key)
+    tables = {path.relative_to(folder).as_posix(): pq.read_table(path).to_pydict() for path in folder.rglob("*.parquet")}
+    return {"manifest": manifest, "tables": tables}
+
+
+def test_help_explains_every_option():
+    result = run_harvest("--help")
+    assert result.returncode == 0
+    for option in ("--model", "--corpus", "--out", "--tokens", "--window", "--batch-size", "--top-k", "--random-k",
+                   "--bottom-k", "--layers", "--device", "--dtype", "--seed", "--split", "--text-column", "--revision"):
+        assert option in result.stdout
+
+
+def _assert_refused(result: subprocess.CompletedProcess, out: Path, *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr
+    assert not out.exists(), "nothing may be written for bad input"
+
+
+def test_unknown_model_names_what_model_accepts(tmp_path):
+    result = run_harvest("--model", "no-such-org/no-such-model-xyz", "--out", str(tmp_path / "out"), *OPTIONS)
+    _assert_refused(result, tmp_path / "out", "could not load model", "MODEL must be one of")
+
+
+def test_folder_that_is_no_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_harvest("--model", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), *OPTIONS)
+    _assert_refused(result, tmp_path / "out", "neither config.json")
+
+
+def test_empty_corpus(model_folder, tmp_path):
+    corpus = tmp_path / "empty.txt"
+    corpus.write_text("")
+    result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--out", str(tmp_path / "out"), *OPTIONS)
+    _assert_refused(result, tmp_path / "out", "fewer tokens than one window")
+
+
+def test_unreadable_corpus(model_folder, tmp_path):
+    corpus = tmp_path / "broken.jsonl"
+    corpus.write_text('{"text": "fine"}\nnot json at all\n')
+    result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--out", str(tmp_path / "out"), *OPTIONS)
+    _assert_refused(result, tmp_path / "out", "broken.jsonl:2")
+
+
+def test_missing_corpus_file(model_folder, tmp_path):
+    result = run_harvest("--model", str(model_folder), "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "out"), *OPTIONS)
+    _assert_refused(result, tmp_path / "out", "does not exist")
+
+
+def test_window_longer_than_context(model_folder, tmp_path):
+    result = run_harvest("--model", str(model_folder), "--out", str(tmp_path / "out"), *OPTIONS, "--window", "65")
+    _assert_refused(result, tmp_path / "out", "longer than the model's context of 64")
+
+
+def test_layers_out_of_range(model_folder, tmp_path):
+    result = run_harvest("--model", str(model_folder), "--out", str(tmp_path / "out"), *OPTIONS, "--layers", "0,2")
+    _assert_refused(result, tmp_path / "out", "out of range", "0..1")
+
+
+def test_tokens_smaller_than_a_window(model_folder, tmp_path):
+    result = run_harvest("--model", str(model_folder), "--out", str(tmp_path / "out"), *OPTIONS, "--tokens", "10")
+    _assert_refused(result, tmp_path / "out", "smaller than one window")
+
+
+def test_local_corpus_formats_give_the_same_windows(model_folder, tmp_path):
+    """The same documents as .txt files, .jsonl and .parquet make the same dataset."""
+    import pyarrow as pa
+
+    documents = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times.\n" * 3 for i in range(30)]
+    txt_dir = tmp_path / "txt"
+    txt_dir.mkdir()
+    for i, text in enumerate(documents):
+        (txt_dir / f"{i:03d}.txt").write_text(text)
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"body": text}) + "\n" for text in documents))
+    pq.write_table(pa.table({"body": documents}), tmp_path / "docs.parquet")
+    contents = []
+    for corpus in (txt_dir, tmp_path / "docs.jsonl", tmp_path / "docs.parquet"):
+        out = tmp_path / f"out-{corpus.name}"
+        result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--text-column", "body",
+                             "--out", str(out), *OPTIONS, "--tokens", str(20 * 24))
+        assert result.returncode == 0, result.stderr
+        contents.append(dataset_contents(out)["tables"])
+    assert contents[0] == contents[1] == contents[2]
+
+
+def test_other_runs_checkpoint_is_refused(model_folder, tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", str(model_folder), "--out", str(out), *OPTIONS, "--tokens", str(400 * 24)]
+    process = subprocess.Popen([sys.executable, "-m", "harvest", *args, "--checkpoint-every", "0"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(checkpoint_path(out), process)
+    process.kill()
+    process.wait()
+    result = run_harvest(*args, "--seed", "1")
+    assert result.returncode == 2
+    assert "checkpoint of a different run" in result.stderr
+    assert checkpoint_path(out).is_file(), "the other run's checkpoint is left untouched"
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "harvest ended before writing a checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_equals_uninterrupted_run(model_folder, tmp_path):
+    args = [*OPTIONS, "--model", str(model_folder), "--tokens", str(600 * 24), "--checkpoint-every", "0"]
+    reference = tmp_path / "reference"
+    assert run_harvest(*args, "--out", str(reference)).returncode == 0
+
+    out = tmp_path / "resumed"
+    for delay in (0.0, 0.3, 0.7, 1.5):
+        process = subprocess.Popen([sys.executable, "-m", "harvest", *args, "--out", str(out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(checkpoint_path(out), process)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (out / fmt.MANIFEST_FILE).exists() or not checkpoint_path(out).exists()
+    result = run_harvest(*args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert not checkpoint_path(out).parent.exists()
+    assert dataset_contents(out) == dataset_contents(reference)
+    again = run_harvest(*args, "--out", str(out))
+    assert again.returncode == 0 and dataset_contents(out) == dataset_contents(reference)
+
+
+def test_ctrl_c_saves_progress_and_the_rerun_finishes(model_folder, tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", str(model_folder), "--out", str(out), *OPTIONS[:-1], "--tokens", str(3000 * 24),
+            "--checkpoint-every", "1000"]
+    process = subprocess.Popen([sys.executable, "-m", "harvest", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    progress = ""
+    while "tok/s" not in progress:
+        character = process.stderr.read(1)
+        assert character, "harvest ended before showing progress"
+        progress += character
+    process.send_signal(signal.SIGINT)
+    stderr = progress + process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command to resume" in stderr
+    assert checkpoint_path(out).is_file()
+    assert run_harvest(*args).returncode == 0
+    assert (out / fmt.MANIFEST_FILE).is_file()
+    assert not checkpoint_path(out).exists()
