@@ -87,6 +87,7 @@ def _neuron_outputs(view: NeuronView) -> tuple:
 def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Blocks:
     """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search."""
     names = catalog.model_names
+    all_layers = [layer for dataset in catalog.models.values() for layer in dataset.layers]
     rng = random.Random()
 
     def show_neuron(model: str | None, layer: int | None, neuron: int | None):
@@ -122,29 +123,29 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
         gr.HTML(message_html(catalog.unavailable_messages()), elem_id="ns-unavailable")
         with gr.Tabs(selected="neuron") as tabs:
             with gr.Tab("Neuron", id="neuron"):
-                with gr.Row(equal_height=True):
+                with gr.Row():
                     model_box = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True, scale=3, elem_id="ns-model")
                     layer_box = gr.Number(label="Layer", precision=0, scale=1, elem_id="ns-layer")
                     neuron_box = gr.Number(label="Neuron", precision=0, scale=1, elem_id="ns-neuron")
-                    go_button = gr.Button("Go", variant="primary", scale=1, elem_id="ns-go")
                 with gr.Row():
+                    go_button = gr.Button("Go", variant="primary", size="sm", elem_id="ns-go")
                     previous_button = gr.Button("◀ Previous", size="sm", elem_id="ns-prev")
                     next_button = gr.Button("Next ▶", size="sm", elem_id="ns-next")
                     random_button = gr.Button("Random", size="sm", elem_id="ns-random")
-                    copy_button = gr.Button("Copy link", size="sm", elem_id="ns-copy")
-                with gr.Row():
-                    link_box = gr.Textbox(label="Link", interactive=False, buttons=["copy"], elem_id="ns-link")
-                    card_box = gr.Textbox(label="Card link (for forums)", interactive=False, buttons=["copy"], elem_id="ns-card")
+                with gr.Row(equal_height=True):
+                    copy_button = gr.Button("Copy link", size="sm", scale=1, elem_id="ns-copy")
+                    link_box = gr.Textbox(show_label=False, placeholder="link to this neuron", interactive=False, scale=3, elem_id="ns-link")
+                    card_box = gr.Textbox(show_label=False, placeholder="card link for forums", interactive=False, scale=3, elem_id="ns-card")
                 notice = gr.HTML(elem_id="ns-notice")
                 page = gr.HTML(elem_id="ns-page")
             with gr.Tab("Search", id="search"):
-                with gr.Row(equal_height=True):
+                with gr.Row():
                     keyword_box = gr.Textbox(label="Peak token", placeholder="e.g. the, def, (", scale=3, elem_id="ns-q")
                     models_filter = gr.Dropdown(names, multiselect=True, label="Models (all if empty)", scale=2)
-                    layer_min = gr.Number(label="From layer", precision=0, scale=1)
-                    layer_max = gr.Number(label="To layer", precision=0, scale=1)
+                    layer_min = gr.Number(min(all_layers, default=0), label="From layer", precision=0, scale=1)
+                    layer_max = gr.Number(max(all_layers, default=0), label="To layer", precision=0, scale=1)
                     sort_box = gr.Radio(list(SORT_KEYS), value="max", label="Sort by", scale=2)
-                    search_button = gr.Button("Search", variant="primary", scale=1, elem_id="ns-search")
+                search_button = gr.Button("Search", variant="primary", size="sm", elem_id="ns-search")
                 search_notice = gr.HTML(elem_id="ns-search-notice")
                 results = gr.Dataframe(headers=RESULT_COLUMNS, datatype=["str", "number", "number", "str", "number", "number", "number", "number"], interactive=False, wrap=True, elem_id="ns-results")
             controls = NeuronControls(blocks, model_box, layer_box, neuron_box)

@@ -98,5 +98,6 @@ def search_view(
     )
     described = f"for {keyword.strip()!r}" if (keyword or "").strip() else "(no keyword: all neurons)"
     shown = f"; showing the first {len(result.hits)}" if result.total > len(result.hits) else ""
-    messages.append(f"{result.total:,} neurons {described}{shown}.")
+    hint = " Click a row to open its neuron." if result.hits else ""
+    messages.append(f"{result.total:,} neurons {described}{shown}.{hint}")
     return message_html(messages), results_frame(result)

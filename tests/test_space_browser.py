@@ -1,0 +1,164 @@
+"""The real page in Debian's chromium through Playwright: deep links, moves, search, hostile data, short links.
+
+Screenshots go to artifacts/space/ (gitignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
+from space.server import build_app, running
+from space.sources import open_sources
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--headless",
+]
+RESULT_CELL = "#ns-results [data-testid=cell-{row}-{col}]"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "space"
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium (installed with apt when missing); never Playwright's own download."""
+    if not Path(CHROMIUM).exists() and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("space_browser")
+    plain = write_synthetic_dataset(root / "plain", n_layers=3, d_mlp=20, window=40, top_k=8, random_k=4, name="org/plain", seed=3)
+    hostile = write_synthetic_dataset(root / "hostile", n_layers=2, d_mlp=16, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile")
+    catalog = open_sources([str(plain), str(hostile), str(root / "missing")])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running(build_app(catalog)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
+        yield url, browser
+        browser.close()
+
+
+@pytest.fixture
+def page(site) -> Page:
+    _, browser = site
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def query(page: Page) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlparse(page.url).query).items()}
+
+
+def open_app(page: Page, url: str, link: str) -> None:
+    page.goto(url + link)
+    page.wait_for_selector(".ns-title")
+
+
+def title(page: Page) -> str:
+    return page.inner_text(".ns-title")
+
+
+def wait_for_title(page: Page, text: str) -> None:
+    page.wait_for_function("t => document.querySelector('.ns-title')?.innerText === t", arg=text)
+
+
+def test_deep_link_opens_the_neuron_and_moves_update_the_url(site, page):
+    url, _ = site
+    open_app(page, url, "?model=org/plain&layer=1&neuron=5&__sign=keep-me")
+    assert title(page) == "org/plain · layer 1 · neuron 5"
+    page.locator(".ns-ex summary").first.click()
+    page.screenshot(path=ARTIFACTS / "neuron_page.png", full_page=True)
+    page.click("#ns-next")
+    wait_for_title(page, "org/plain · layer 1 · neuron 6")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('neuron') === '6'")
+    assert query(page) == {"model": "org/plain", "layer": "1", "neuron": "6", "__sign": "keep-me"}
+    page.click("#ns-prev")
+    page.click("#ns-prev")
+    wait_for_title(page, "org/plain · layer 1 · neuron 4")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('neuron') === '4'")
+    page.click("#ns-random")
+    page.wait_for_timeout(1500)
+    page.wait_for_function(
+        "() => { const p = new URLSearchParams(location.search); return document.querySelector('.ns-title').innerText === `${p.get('model')} · layer ${p.get('layer')} · neuron ${p.get('neuron')}`; }"
+    )
+    shown = title(page)
+    page.click("#ns-copy")
+    page.wait_for_function("() => (document.querySelector('#ns-link textarea, #ns-link input')?.value || '').includes('neuron=')")
+    link = page.input_value("#ns-link textarea, #ns-link input")
+    assert "__sign" not in link and link.startswith(url)
+    assert page.input_value("#ns-card textarea, #ns-card input").startswith(url + "n/org/plain/")
+    page.reload()
+    page.wait_for_selector(".ns-title")
+    assert title(page) == shown and query(page)["__sign"] == "keep-me"
+
+
+def test_bad_deep_link_shows_a_message_and_a_valid_neuron(site, page):
+    url, _ = site
+    open_app(page, url, "?model=org/plain&layer=7&neuron=abc")
+    assert title(page) == "org/plain · layer 0 · neuron 0"
+    notice = page.inner_text("#ns-notice")
+    assert "Layer '7' is not in 'org/plain'" in notice and "Neuron 'abc'" in notice
+    page.wait_for_function("() => new URLSearchParams(location.search).get('layer') === '0'")
+    assert "missing" in page.inner_text("#ns-unavailable")
+
+
+def test_search_then_clicking_a_result_opens_the_neuron(site, page):
+    url, _ = site
+    page.goto(url + "?q=TOK9")
+    page.wait_for_selector(RESULT_CELL.format(row=1, col=0))
+    page.screenshot(path=ARTIFACTS / "search.png", full_page=True)
+    model, layer, neuron = (page.inner_text(RESULT_CELL.format(row=1, col=col)).strip() for col in range(3))
+    page.click(RESULT_CELL.format(row=1, col=2))
+    wait_for_title(page, f"{model} · layer {layer} · neuron {neuron}")
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('q')")
+    assert query(page) == {"model": model, "layer": layer, "neuron": neuron}
+
+
+def test_hostile_dataset_executes_nothing_and_shows_its_strings(site, page):
+    url, _ = site
+    shown = ""
+    for neuron in range(0, 16, 3):
+        open_app(page, url, f"?model=org/hostile&layer=1&neuron={neuron}")
+        page.locator(".ns-ex summary").first.click()
+        shown += page.inner_text("#ns-page")
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.screenshot(path=ARTIFACTS / "hostile.png", full_page=True)
+    for token in HOSTILE_TOKENS[:3]:
+        assert token in shown
+    assert page.locator("#ns-page img, #ns-page script, #ns-page b:text('bold')").count() == 0
+    page.goto(url + "?q=" + HOSTILE_TOKENS[1].replace('"', "%22").replace("=", "%3D").replace(" ", "%20"))
+    page.wait_for_selector(RESULT_CELL.format(row=0, col=0))
+    assert HOSTILE_TOKENS[1] in page.inner_text("#ns-results")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_short_link_card_and_redirect(site, page):
+    url, _ = site
+    card = page.request.get(url + "n/org/plain/2/7")
+    tags = dict(re.findall(r'<meta property="(og:[a-z:]+)" content="([^"]*)"', card.text()))
+    assert {"og:title", "og:description", "og:image"} <= set(tags)
+    image = page.request.get(tags["og:image"])
+    assert image.headers["content-type"] == "image/png" and image.body()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ARTIFACTS / "card.png").write_bytes(image.body())
+    page.goto(url + "n/org/plain/2/7")
+    page.wait_for_selector(".ns-title")
+    assert title(page) == "org/plain · layer 2 · neuron 7"
