@@ -76,29 +76,26 @@ class Kept:
     ) -> None:
         """Merge candidates ([d_mlp, n] each) into the kept set.
 
-        `activations_of(rows)` gives the candidates' activations [len(rows), n, window] for the neurons
-        whose kept set changed, so unchanged neurons cost no copy.
+        Only neurons with a candidate at least as good as their current k-th example are touched;
+        `activations_of(rows)` gives those neurons' candidate activations [len(rows), n, window].
         """
         k = self.keys.shape[1]
         if k == 0:
             return
-        all_keys = torch.cat([self.keys, keys], dim=1)
-        all_windows = torch.cat([self.windows, windows], dim=1)
+        rows = (keys.min(dim=1).values <= self.keys[:, -1]).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        all_keys = torch.cat([self.keys[rows], keys[rows]], dim=1)
+        all_windows = torch.cat([self.windows[rows], windows[rows]], dim=1)
         by_window = all_windows.argsort(dim=1, stable=True)
         by_key = all_keys.gather(1, by_window).argsort(dim=1, stable=True)
         chosen = by_window.gather(1, by_key)[:, :k]
-        unchanged = torch.arange(k, device=chosen.device)[None, :]
-        rows = (chosen != unchanged).any(dim=1).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return
-        chosen_rows = chosen[rows]
-        self.keys[rows] = all_keys[rows].gather(1, chosen_rows)
-        self.windows[rows] = all_windows[rows].gather(1, chosen_rows)
-        self.scores[rows] = torch.cat([self.scores[rows], scores[rows].float()], dim=1).gather(1, chosen_rows)
-        self.positions[rows] = torch.cat([self.positions[rows], positions[rows]], dim=1).gather(1, chosen_rows)
+        self.keys[rows] = all_keys.gather(1, chosen)
+        self.windows[rows] = all_windows.gather(1, chosen)
+        self.scores[rows] = torch.cat([self.scores[rows], scores[rows].float()], dim=1).gather(1, chosen)
+        self.positions[rows] = torch.cat([self.positions[rows], positions[rows]], dim=1).gather(1, chosen)
         candidates = torch.cat([self.activations[rows], activations_of(rows).to(torch.float16)], dim=1)
-        index = chosen_rows[:, :, None].expand(-1, -1, candidates.shape[2])
-        self.activations[rows] = candidates.gather(1, index)
+        self.activations[rows] = candidates.gather(1, chosen[:, :, None].expand(-1, -1, candidates.shape[2]))
 
     def absorb(self, other: "Kept") -> None:
         """Merge another state's kept set (from another shard or rank) into this one."""
@@ -131,16 +128,15 @@ class Stats:
             n_tokens=torch.zeros((), dtype=torch.int64, device=device),
         )
 
-    def add(self, acts: torch.Tensor, edges: torch.Tensor) -> None:
-        """acts: [batch, positions, d_mlp] float32, BOS already removed."""
-        flat = acts.reshape(-1, acts.shape[-1])
-        d_mlp = flat.shape[1]
-        torch.maximum(self.max, flat.amax(dim=0), out=self.max)
-        torch.minimum(self.min, flat.amin(dim=0), out=self.min)
-        self.sum += flat.sum(dim=0, dtype=torch.float64)
-        self.positive += (flat > 0).sum(dim=0)
-        self.n_tokens += flat.shape[0]
-        bins = torch.bucketize(flat, edges) * d_mlp + torch.arange(d_mlp, device=flat.device)
+    def add(self, body: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, edges: torch.Tensor) -> None:
+        """body: [batch, positions, d_mlp] float32 without BOS; window_max/min: its [batch, d_mlp] extremes."""
+        d_mlp = body.shape[2]
+        torch.maximum(self.max, window_max.amax(dim=0), out=self.max)
+        torch.minimum(self.min, window_min.amin(dim=0), out=self.min)
+        self.sum += body.sum(dim=(0, 1)).double()
+        self.positive += (body > 0).sum(dim=(0, 1))
+        self.n_tokens += body.shape[0] * body.shape[1]
+        bins = torch.bucketize(body, edges) * d_mlp + torch.arange(d_mlp, device=body.device)
         counts = torch.bincount(bins.reshape(-1), minlength=self.histogram.numel())
         self.histogram += counts.reshape(-1, d_mlp).T
 
@@ -181,10 +177,9 @@ class LayerState:
             return acts[:, :, rows].permute(2, 0, 1)
 
         top_values, top_positions = body.max(dim=1)
+        bottom_values, bottom_positions = body.min(dim=1)
         top_scores = top_values.T
-        self.kept["top"].offer(
-            -top_scores.double(), window_grid, top_scores, top_positions.T + 1, activations_of
-        )
+        self.kept["top"].offer(-top_scores.double(), window_grid, top_scores, top_positions.T + 1, activations_of)
         if self.kept["random"].keys.shape[1]:
             fired = top_scores > 0
             keys = sample_keys(self.seed, self.layer, windows, d_mlp).T
@@ -196,12 +191,11 @@ class LayerState:
                 activations_of,
             )
         if self.kept["bottom"].keys.shape[1]:
-            bottom_values, bottom_positions = body.min(dim=1)
             bottom_scores = bottom_values.T
             self.kept["bottom"].offer(
                 bottom_scores.double(), window_grid, bottom_scores, bottom_positions.T + 1, activations_of
             )
-        self.stats.add(body, self.edges)
+        self.stats.add(body, top_values, bottom_values, self.edges)
 
     def absorb(self, other: "LayerState") -> None:
         for kind in self.KINDS:
