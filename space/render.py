@@ -22,6 +22,7 @@ CONTEXT_AFTER = 4
 KIND_TITLES = {"top": "Top examples", "random": "Random firing examples", "bottom": "Bottom examples"}
 POSITIVE_RGB = "255,112,0"
 NEGATIVE_RGB = "28,126,214"
+SHADES = 10  # colour steps per sign: a class per step keeps a 30-example page near 100 KB
 
 
 @dataclass
@@ -63,21 +64,24 @@ def activation_scale(examples: list[Example]) -> float:
     return largest if largest > 0 else 1.0
 
 
-def token_html(token: str, value: float, scale: float, position: int, is_peak: bool) -> str:
+def shade_class(value: float, scale: float) -> str:
+    """`p0`..`p10` (positive) or `n1`..`n10` (negative): the activation's share of the neuron's scale."""
+    step = min(SHADES, round(SHADES * abs(value) / scale))
+    return f"n{step}" if value < 0 and step else f"p{step}"
+
+
+def token_html(token: str, value: float, scale: float, is_peak: bool) -> str:
     """A token coloured by its activation, its value in the hover title."""
-    rgb = POSITIVE_RGB if value >= 0 else NEGATIVE_RGB
-    alpha = min(1.0, abs(value) / scale)
-    peak = " ns-peak" if is_peak else ""
-    title = escape(f"{position}: {token!r} = {value:.4g}", quote=True)
+    peak = " pk" if is_peak else ""
     return (
-        f'<span class="ns-tok{peak}" style="background:rgba({rgb},{alpha:.2f})" title="{title}">'
+        f'<span class="t {shade_class(value, scale)}{peak}" title="{value:.4g}">'
         f"{escape(visible_token(token), quote=True)}</span>"
     )
 
 
 def tokens_html(example: Example, scale: float, start: int, stop: int) -> str:
     return "".join(
-        token_html(example.tokens[p], float(example.activations[p]), scale, p, p == example.max_position)
+        token_html(example.tokens[p], float(example.activations[p]), scale, p == example.max_position)
         for p in range(start, stop)
     )
 
@@ -182,8 +186,13 @@ PAGE_CSS = """
 .ns-score { font-variant-numeric: tabular-nums; min-width: 3.5em; text-align: right; font-size: .85em; opacity: .75; }
 .ns-text { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .88em; white-space: pre-wrap; word-break: break-word; line-height: 1.7; }
 .ns-full { padding: .4em 0 .4em 4.1em; }
-.ns-tok { border-radius: 2px; }
-.ns-peak { outline: 1.5px solid rgba(200,60,0,.9); }
+.ns-text .t { border-radius: 2px; }
+.ns-text .pk { outline: 1.5px solid rgba(200,60,0,.9); }
 .ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12); border-radius: 4px; }
+""" + "".join(
+    f".ns-text .p{step} {{ background: rgba({POSITIVE_RGB},{step / SHADES:.1f}); }}\n"
+    f".ns-text .n{step} {{ background: rgba({NEGATIVE_RGB},{step / SHADES:.1f}); }}\n"
+    for step in range(1, SHADES + 1)
+) + """
 @media (max-width: 800px) { .ns-columns, .ns-logits { grid-template-columns: 1fr; } }
 """

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hub_sync.reader import DatasetError
 from space.text import search_key
 
 SORT_KEYS = ("max", "density", "peak_concentration", "matches")
@@ -48,12 +49,17 @@ class SearchIndex:
     def __init__(self, models: dict):
         self._models = models
         self._model_names = list(models)
+        self.problems: list[str] = []
         rows: dict[str, list[np.ndarray]] = {name: [] for name in ("model", "layer", "neuron", "max", "density", "peak_concentration")}
         keys, parents, counts = [], [], []
         base = 0
         for model_index, (name, dataset) in enumerate(models.items()):
             for layer in dataset.layers:
-                table = dataset.neurons(layer)
+                try:
+                    table = dataset.neurons(layer)
+                except DatasetError as error:
+                    self.problems.append(f"Search skips {name!r} layer {layer}: {error}")
+                    continue
                 n = table.num_rows
                 rows["model"].append(np.full(n, model_index, dtype=np.int16))
                 rows["layer"].append(np.full(n, layer, dtype=np.int16))
@@ -61,26 +67,27 @@ class SearchIndex:
                     rows[column].append(table.column(column).to_numpy())
                 peak_tokens = table.column("peak_tokens").combine_chunks()
                 keys.append(_flatten_keys(table.column("peak_tokens")))
-                parents.append(pc.list_parent_indices(peak_tokens).to_numpy().astype(np.int64) + base)
-                counts.append(pc.list_flatten(table.column("peak_token_counts").combine_chunks()).to_numpy())
+                parents.append(pc.list_parent_indices(peak_tokens).to_numpy().astype(np.int32) + np.int32(base))
+                counts.append(pc.list_flatten(table.column("peak_token_counts").combine_chunks()).to_numpy().astype(np.int32))
                 base += n
         self._rows = {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in rows.items()}
         self._build_postings(keys, parents, counts)
+        pa.default_memory_pool().release_unused()
 
     def _build_postings(self, keys: list[pa.Array], parents: list[np.ndarray], counts: list[np.ndarray]) -> None:
         if not keys:
             self._key_ids: dict[str, int] = {}
             self._starts = np.zeros(1, dtype=np.int64)
-            self._posting_rows = np.zeros(0, dtype=np.int64)
+            self._posting_rows = np.zeros(0, dtype=np.int32)
             self._posting_counts = np.zeros(0, dtype=np.int32)
             return
-        encoded = pc.dictionary_encode(pa.concat_arrays(keys))
+        encoded = pc.dictionary_encode(pa.chunked_array(keys)).combine_chunks()
         key_ids = encoded.indices.to_numpy()
-        order = np.argsort(key_ids, kind="stable")
+        order = np.argsort(key_ids, kind="stable").astype(np.int32)
         self._key_ids = {key: i for i, key in enumerate(encoded.dictionary.to_pylist())}
         self._starts = np.concatenate([[0], np.cumsum(np.bincount(key_ids, minlength=len(self._key_ids)))])
         self._posting_rows = np.concatenate(parents)[order]
-        self._posting_counts = np.concatenate(counts)[order].astype(np.int32)
+        self._posting_counts = np.concatenate(counts)[order]
 
     @property
     def size(self) -> int:

@@ -1,13 +1,15 @@
 """The datasets the Space serves: several sources opened at start, each either a model or a reason it is missing.
 
-A source that fails to open (or whose neuron tables are unreadable) is recorded with its error and
-shown as unavailable; the other sources keep working.
+A source that fails to open is recorded with its error and shown as unavailable; the other sources
+keep working. Opening reads manifests only; the neuron tables are read and the search index built in
+a background thread, so the first page does not wait for them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hub_sync.reader import DatasetError, NeuronDataset, open_dataset
@@ -30,14 +32,23 @@ class Catalog:
 
     models: dict[str, NeuronDataset]
     unavailable: list[Unavailable]
-    index: SearchIndex = field(repr=False)
+    index_build: Future = field(repr=False)
 
     @property
     def model_names(self) -> list[str]:
         return list(self.models)
 
+    @property
+    def index(self) -> SearchIndex:
+        """The search index, waiting for the background build if it is still running."""
+        return self.index_build.result()
+
     def unavailable_messages(self) -> list[str]:
-        return [f"Source {item.source!r} is unavailable: {item.error}" for item in self.unavailable]
+        """Failed sources, and once the index is built, neuron tables it could not read."""
+        messages = [f"Source {item.source!r} is unavailable: {item.error}" for item in self.unavailable]
+        if self.index_build.done() and self.index_build.exception() is None:
+            messages += self.index_build.result().problems
+        return messages
 
 
 def sources_from_env(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:
@@ -45,12 +56,11 @@ def sources_from_env(environ: os._Environ | dict[str, str] = os.environ) -> list
     return [part.strip() for part in environ.get(SOURCES_ENV, "").split(",") if part.strip()]
 
 
-def _open_one(source: str, endpoint: str | None, token: str | None) -> NeuronDataset:
-    """Open a source and read every neuron table now, so a broken one fails here, not on a page."""
-    dataset = open_dataset(source, endpoint=endpoint, token=token)
-    for layer in dataset.layers:
-        dataset.neurons(layer)
-    return dataset
+def _build_index_in_background(models: dict[str, NeuronDataset]) -> Future:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuroscope-index")
+    build = executor.submit(SearchIndex, models)
+    executor.shutdown(wait=False)
+    return build
 
 
 def _display_name(dataset: NeuronDataset, taken: Iterable[str]) -> str:
@@ -59,12 +69,12 @@ def _display_name(dataset: NeuronDataset, taken: Iterable[str]) -> str:
 
 
 def open_sources(sources: Iterable[str], *, endpoint: str | None = None, token: str | None = None) -> Catalog:
-    """Open each source; failures become `Unavailable` entries with the reader's message."""
+    """Open each source's manifest; failures become `Unavailable` entries with the reader's message."""
     models: dict[str, NeuronDataset] = {}
     unavailable: list[Unavailable] = []
     for source in sources:
         try:
-            dataset = _open_one(source, endpoint, token)
+            dataset = open_dataset(source, endpoint=endpoint, token=token)
         except DatasetError as error:
             unavailable.append(Unavailable(source, str(error)))
             continue
@@ -72,4 +82,4 @@ def open_sources(sources: Iterable[str], *, endpoint: str | None = None, token: 
             unavailable.append(Unavailable(source, f"cannot be read: {error}"))
             continue
         models[_display_name(dataset, models)] = dataset
-    return Catalog(models=models, unavailable=unavailable, index=SearchIndex(models))
+    return Catalog(models=models, unavailable=unavailable, index_build=_build_index_in_background(models))

@@ -113,14 +113,15 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
         params = dict(request.query_params) if request else {}
         ref, messages = resolve_query(catalog, params)
         neuron_outputs = _neuron_outputs(page_for(catalog, ref, messages))
+        banner_html = message_html(catalog.unavailable_messages())
         keyword = params.get("q")
         if keyword is None:
-            return *neuron_outputs, "", "", pd.DataFrame(columns=RESULT_COLUMNS), gr.Tabs(selected="neuron")
+            return banner_html, *neuron_outputs, "", "", pd.DataFrame(columns=RESULT_COLUMNS), gr.Tabs(selected="neuron")
         notice, results = search_view(catalog, keyword, None, None, None, "max")
-        return *neuron_outputs, keyword, notice, results, gr.Tabs(selected="search")
+        return banner_html, *neuron_outputs, keyword, notice, results, gr.Tabs(selected="search")
 
     with gr.Blocks(title="Neuroscope Hub") as blocks:
-        gr.HTML(message_html(catalog.unavailable_messages()), elem_id="ns-unavailable")
+        banner = gr.HTML(message_html(catalog.unavailable_messages()), elem_id="ns-unavailable")
         with gr.Tabs(selected="neuron") as tabs:
             with gr.Tab("Neuron", id="neuron"):
                 with gr.Row():
@@ -180,6 +181,6 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
         )
         copy_button.click(None, here, [link_box, card_box], js=COPY_LINK_JS)
         blocks.load(
-            open_link, None, [*neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"
+            open_link, None, [banner, *neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"
         ).then(None, [*here, keyword_box], None, js=url_update_js(["model", "layer", "neuron", "q"]))
     return blocks

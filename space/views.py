@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from hub_sync.reader import DatasetError
 from space.links import NeuronRef, parse_int, random_neuron, resolve, step
 from space.render import examples_from_table, message_html, neuron_page_html
 from space.search import SORT_KEYS, SearchResult
@@ -36,8 +37,12 @@ def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> Ne
     if ref is None:
         return NeuronView(None, message_html(messages), "")
     dataset = catalog.models[ref.model]
-    examples = examples_from_table(dataset.examples(ref.layer, ref.neuron))
-    page = neuron_page_html(ref.model, ref.layer, ref.neuron, neuron_row(catalog, ref), examples, dataset.histogram_edges)
+    try:
+        examples = examples_from_table(dataset.examples(ref.layer, ref.neuron))
+        row = neuron_row(catalog, ref)
+    except DatasetError as error:
+        return NeuronView(ref, message_html([*messages, f"This neuron cannot be shown: {error}"]), "")
+    page = neuron_page_html(ref.model, ref.layer, ref.neuron, row, examples, dataset.histogram_edges)
     return NeuronView(ref, message_html(messages), page)
 
 

@@ -47,7 +47,7 @@ def test_neuron_endpoint_returns_the_stored_neuron(served):
     full_windows = re.findall(r'<div class="ns-text ns-full">(.*?)</div>', page)
     assert len(full_windows) == len(examples)
     for window, row in zip(full_windows, examples):
-        shown = re.findall(r'<span class="ns-tok[^"]*" style="[^"]*" title="[^"]*">([^<]*)</span>', window)
+        shown = re.findall(r'<span class="t [^"]*" title="[^"]*">([^<]*)</span>', window)
         assert shown == [escape(visible_token(token)) for token in row["tokens"]]
     for token in stats["logit_top_tokens"] + stats["peak_tokens"]:
         assert escape(visible_token(token)) in page

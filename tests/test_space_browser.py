@@ -29,6 +29,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--headless",
+    # The iframe test embeds the loopback app in a page routed as https://huggingface.co; on Spaces the app is a
+    # public https origin, here it is loopback, which Chromium's local-network checks would block.
+    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessChecks,BlockInsecurePrivateNetworkRequests",
 ]
 RESULT_CELL = "#ns-results [data-testid=cell-{row}-{col}]"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "space"
@@ -162,3 +165,19 @@ def test_short_link_card_and_redirect(site, page):
     page.goto(url + "n/org/plain/2/7")
     page.wait_for_selector(".ns-title")
     assert title(page) == "org/plain · layer 2 · neuron 7"
+
+
+def test_inside_the_spaces_iframe_moves_are_posted_to_the_parent(site, page):
+    url, _ = site
+    parent = "https://huggingface.co/spaces/org/neuroscope"
+    body = (
+        "<script>window.got = []; addEventListener('message', (e) => window.got.push(e.data));</script>"
+        f'<iframe src="{url}?model=org/plain&layer=0&neuron=2&__sign=secret" width="1200" height="800"></iframe>'
+    )
+    page.route(parent, lambda route: route.fulfill(status=200, content_type="text/html", body=body))
+    page.goto(parent)
+    app = page.frame_locator("iframe")
+    app.locator(".ns-title").wait_for()
+    app.locator("#ns-next").click()
+    page.wait_for_function("() => window.got.some((d) => d.queryString === '?model=org%2Fplain&layer=0&neuron=3')")
+    assert not any("__sign" in str(message) for message in page.evaluate("window.got"))

@@ -76,8 +76,11 @@ def test_tokens_share_one_colour_scale_per_neuron(catalog):
     rows = _example_rows(Path(dataset.source), 0, 3)
     largest = max(abs(value) for row in rows for value in row["activations"])
     assert f"Colour scale: ±{largest:.3g}" in page
-    alphas = [float(alpha) for alpha in re.findall(r"rgba\([\d,]+,([\d.]+)\)", page)]
-    assert max(alphas) == 1.0 and min(alphas) >= 0.0
+    shades = re.findall(r'<span class="t ([pn])(\d+)', page)
+    assert max(int(step) for _, step in shades) == 10
+    largest_row = max(rows, key=lambda row: max(abs(value) for value in row["activations"]))
+    largest_position = max(range(len(largest_row["activations"])), key=lambda p: abs(largest_row["activations"][p]))
+    assert f'title="{largest_row["activations"][largest_position]:.4g}"' in page
 
 
 def test_unknown_or_malformed_links_resolve_to_a_valid_neuron_with_a_message(catalog):
@@ -126,3 +129,15 @@ def test_search_sorts_and_filters_by_model(catalog):
     assert list(frame["density"]) == sorted(frame["density"], reverse=True)
     notice, _ = search_view(catalog, "", ["nope"], None, None, "bogus")
     assert "Unknown sort" in notice and "Unknown models ignored" in notice
+
+
+def test_an_unreadable_neuron_table_is_reported_and_its_pages_give_a_message(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "cut", n_layers=2, d_mlp=8, name="org/cut")
+    table_file = folder / fmt.neurons_path(1)
+    table_file.write_bytes(table_file.read_bytes()[:100])
+    catalog = open_sources([str(folder)])
+    assert catalog.index.size == 8
+    assert any("layer 1" in message and "org/cut" in message for message in catalog.unavailable_messages())
+    assert neuron_view(catalog, "org/cut", 0, 3).page
+    broken = neuron_view(catalog, "org/cut", 1, 3)
+    assert broken.page == "" and "cannot be shown" in broken.notice

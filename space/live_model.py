@@ -1,0 +1,104 @@
+"""The live model behind a dataset: loaded from its manifest once per process, shared by every request.
+
+The manifest's `model.source` is the MODEL spec the harvest loaded; the same loader (harvest.models)
+boots it here, in the harvest's dtype, so live values are the harvest's values. A model that cannot
+be loaded is remembered with its reason: the live tabs say why, browsing keeps working.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harvest.models import LoadedModel, ModelLoadError, load_model
+from hub_sync.reader import NeuronDataset
+
+PATH_PREFIXES = ("/", "./", "../", "~")
+
+
+class LiveUnavailable(RuntimeError):
+    """This dataset's model cannot run here; the message says why, for the user."""
+
+
+def gpu(duration: int) -> Callable:
+    """`spaces.GPU(duration=...)` where the `spaces` package is importable (a no-op off ZeroGPU Spaces)."""
+    try:
+        import spaces
+    except ImportError:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
+
+
+def model_spec(dataset: NeuronDataset) -> str:
+    """The MODEL spec the harvest used, or LiveUnavailable when the manifest names none that could load here."""
+    source = dataset.manifest.get("model", {}).get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise LiveUnavailable(f"the dataset of {dataset.name!r} names no model to load (its manifest has no model.source)")
+    if source.startswith(PATH_PREFIXES) and not Path(source).expanduser().exists():
+        raise LiveUnavailable(f"the model of {dataset.name!r} was harvested from the local folder {source!r}, which is not on this machine")
+    return source
+
+
+def check_fit(dataset: NeuronDataset, model: LoadedModel) -> None:
+    """Refuse a model whose shape is not the one the dataset was harvested from."""
+    expected = dataset.manifest["model"]
+    if (model.n_layers, model.d_mlp) != (expected.get("n_layers"), expected.get("d_mlp")):
+        raise LiveUnavailable(
+            f"the model loaded from {model.spec!r} has {model.n_layers} layers of {model.d_mlp} neurons, "
+            f"but the dataset of {dataset.name!r} was harvested from {expected.get('n_layers')} layers of {expected.get('d_mlp')}"
+        )
+
+
+@dataclass
+class _Slot:
+    """One source's load: a lock so concurrent first requests load it once, then the model or the reason."""
+
+    lock: threading.Lock
+    model: LoadedModel | None = None
+    failure: str | None = None
+
+
+class LiveModels:
+    """Loaded models by dataset source, each loaded at most once per process (failures included)."""
+
+    def __init__(self, device: str = "auto", loader: Callable[[str, str, str], LoadedModel] = load_model):
+        self.device = device
+        self.loader = loader
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+
+    def _slot(self, key: str) -> _Slot:
+        with self._slots_lock:
+            return self._slots.setdefault(key, _Slot(threading.Lock()))
+
+    def get(self, dataset: NeuronDataset) -> LoadedModel:
+        """The dataset's model, loading it on first use; LiveUnavailable with the reason when it cannot run."""
+        slot = self._slot(dataset.source)
+        with slot.lock:
+            if slot.model is None and slot.failure is None:
+                slot.model, slot.failure = self._load(dataset)
+        if slot.failure is not None:
+            raise LiveUnavailable(slot.failure)
+        return slot.model
+
+    def _load(self, dataset: NeuronDataset) -> tuple[LoadedModel | None, str | None]:
+        try:
+            spec = model_spec(dataset)
+            model = self.loader(spec, self.device, dataset.manifest["model"].get("dtype", "float32"))
+            check_fit(dataset, model)
+        except LiveUnavailable as error:
+            return None, str(error)
+        except ModelLoadError as error:
+            return None, f"the model of {dataset.name!r} cannot be loaded: {error}"
+        return model, None
+
+    def known_failure(self, dataset: NeuronDataset) -> str | None:
+        """Why the live tabs are off for this dataset, from the manifest or an earlier load; None if not known to fail."""
+        try:
+            model_spec(dataset)
+        except LiveUnavailable as error:
+            return str(error)
+        slot = self._slots.get(dataset.source)
+        return slot.failure if slot else None
