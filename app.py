@@ -18,11 +18,10 @@ from space.sources import open_sources, sources_from_env
 
 
 def embedded_default_sources() -> list[str]:
-    """The embedded SmolLM2 dataset, built on first use by harvest; [] until harvest provides it."""
-    import harvest
+    """The embedded SmolLM2 dataset, built by harvest on first launch and reused afterwards."""
+    from harvest.default import default_source
 
-    default_source = getattr(harvest, "default_source", None)
-    return [str(default_source())] if default_source else []
+    return [str(default_source())]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,14 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sources = args.source or sources_from_env() or embedded_default_sources()
-    if not sources:
-        print(
-            "No dataset to serve: pass --source FOLDER_OR_HUB_ID or set NEUROSCOPE_SOURCES "
-            "(the embedded default dataset is not available in this checkout).",
-            file=sys.stderr,
-        )
-        return 2
+    try:
+        sources = args.source or sources_from_env() or embedded_default_sources()
+    except KeyboardInterrupt:
+        print("\ninterrupted: the next launch resumes the default dataset's build", file=sys.stderr)
+        return 130
+    except (OSError, RuntimeError, ValueError) as error:
+        print(f"error: the embedded default dataset could not be built: {error}", file=sys.stderr)
+        print("its build resumes on the next launch; or pass --source FOLDER_OR_HUB_ID", file=sys.stderr)
+        return 1
     catalog = open_sources(sources, token=os.environ.get("HF_TOKEN"))
     for message in catalog.unavailable_messages():
         print(message, file=sys.stderr)

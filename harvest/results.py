@@ -95,7 +95,7 @@ def layer_neurons(state: LayerState, w_out: torch.Tensor, w_unembed: torch.Tenso
         max=stats.max.cpu().numpy(),
         min=stats.min.cpu().numpy(),
         mean=(stats.sum / max(n_tokens, 1)).cpu().numpy(),
-        density=(stats.positive.double() / max(n_tokens, 1)).cpu().numpy(),
+        density=(stats.positive().double() / max(n_tokens, 1)).cpu().numpy(),
         n_tokens=np.full(len(stats.max), n_tokens, dtype=np.int64),
         histogram=stats.histogram.cpu().numpy(),
         logit_top_ids=top_ids,

@@ -46,6 +46,14 @@ def sample_keys(seed: int, layer: int, windows: torch.Tensor, d_mlp: int) -> tor
     return _shift_right(x, 11).to(torch.float64) / float(1 << 53)
 
 
+def activation_dtype(device: torch.device | str) -> torch.dtype:
+    """float16 on GPUs (half the memory); float32 on CPUs, whose float16 copies are slow.
+
+    Either way the dataset stores float16, and rounding once at the end gives the same values.
+    """
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
 @dataclass
 class Kept:
     """The k best windows per neuron under one ordering (smallest key first, ties to the lower window)."""
@@ -54,7 +62,7 @@ class Kept:
     windows: torch.Tensor  # [d_mlp, k] int64
     scores: torch.Tensor  # [d_mlp, k] float32
     positions: torch.Tensor  # [d_mlp, k] int64
-    activations: torch.Tensor  # [d_mlp, k, window] float16
+    activations: torch.Tensor  # [d_mlp, k, window], see activation_dtype
 
     @classmethod
     def empty(cls, d_mlp: int, k: int, window: int, device: torch.device | str) -> "Kept":
@@ -63,7 +71,7 @@ class Kept:
             windows=torch.full((d_mlp, k), EMPTY_WINDOW, dtype=torch.int64, device=device),
             scores=torch.zeros((d_mlp, k), dtype=torch.float32, device=device),
             positions=torch.zeros((d_mlp, k), dtype=torch.int64, device=device),
-            activations=torch.zeros((d_mlp, k, window), dtype=torch.float16, device=device),
+            activations=torch.zeros((d_mlp, k, window), dtype=activation_dtype(device), device=device),
         )
 
     def offer(
@@ -94,7 +102,7 @@ class Kept:
         self.windows[rows] = all_windows.gather(1, chosen)
         self.scores[rows] = torch.cat([self.scores[rows], scores[rows].float()], dim=1).gather(1, chosen)
         self.positions[rows] = torch.cat([self.positions[rows], positions[rows]], dim=1).gather(1, chosen)
-        candidates = torch.cat([self.activations[rows], activations_of(rows).to(torch.float16)], dim=1)
+        candidates = torch.cat([self.activations[rows], activations_of(rows).to(self.activations.dtype)], dim=1)
         self.activations[rows] = candidates.gather(1, chosen[:, :, None].expand(-1, -1, candidates.shape[2]))
 
     def absorb(self, other: "Kept") -> None:
@@ -113,7 +121,6 @@ class Stats:
     max: torch.Tensor  # [d_mlp] float32
     min: torch.Tensor
     sum: torch.Tensor  # float64
-    positive: torch.Tensor  # int64
     histogram: torch.Tensor  # [d_mlp, bins] int64
     n_tokens: torch.Tensor  # int64 scalar
 
@@ -123,28 +130,35 @@ class Stats:
             max=torch.full((d_mlp,), float("-inf"), device=device),
             min=torch.full((d_mlp,), float("inf"), device=device),
             sum=torch.zeros(d_mlp, dtype=torch.float64, device=device),
-            positive=torch.zeros(d_mlp, dtype=torch.int64, device=device),
             histogram=torch.zeros((d_mlp, len(HISTOGRAM_EDGES) + 1), dtype=torch.int64, device=device),
             n_tokens=torch.zeros((), dtype=torch.int64, device=device),
         )
 
-    def add(self, body: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, edges: torch.Tensor) -> None:
-        """body: [batch, positions, d_mlp] float32 without BOS; window_max/min: its [batch, d_mlp] extremes."""
-        d_mlp = body.shape[2]
+    def add(self, acts: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, edges: torch.Tensor) -> None:
+        """acts: [batch, window, d_mlp] float32 with BOS at position 0; window_max/min: [batch, d_mlp] without BOS.
+
+        Density is not counted here: it is the histogram's mass above zero.
+        """
+        batch, window, d_mlp = acts.shape
         torch.maximum(self.max, window_max.amax(dim=0), out=self.max)
         torch.minimum(self.min, window_min.amin(dim=0), out=self.min)
-        self.sum += body.sum(dim=(0, 1)).double()
-        self.positive += (body > 0).sum(dim=(0, 1))
-        self.n_tokens += body.shape[0] * body.shape[1]
-        bins = torch.bucketize(body, edges) * d_mlp + torch.arange(d_mlp, device=body.device)
+        ones = torch.ones(1, batch * window, device=acts.device, dtype=acts.dtype)
+        all_positions = (ones @ acts.reshape(batch * window, d_mlp))[0]
+        self.sum += (all_positions - acts[:, 0, :].sum(dim=0)).double()
+        self.n_tokens += batch * (window - 1)
+        bins = torch.bucketize(acts[:, 1:, :], edges, out_int32=True) * d_mlp
+        bins += torch.arange(d_mlp, device=acts.device, dtype=torch.int32)
         counts = torch.bincount(bins.reshape(-1), minlength=self.histogram.numel())
         self.histogram += counts.reshape(-1, d_mlp).T
+
+    def positive(self) -> torch.Tensor:
+        """How many tokens had activation > 0: the histogram bins above the zero edge."""
+        return self.histogram[:, HISTOGRAM_EDGES.index(0.0) + 1 :].sum(dim=1)
 
     def absorb(self, other: "Stats") -> None:
         torch.maximum(self.max, other.max, out=self.max)
         torch.minimum(self.min, other.min, out=self.min)
         self.sum += other.sum
-        self.positive += other.positive
         self.histogram += other.histogram
         self.n_tokens += other.n_tokens
 
@@ -169,7 +183,8 @@ class LayerState:
 
     def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
         """acts: [batch, window, d_mlp] from `blocks.{layer}.mlp.hook_post`; windows: [batch] indices."""
-        body = acts[:, 1:, :].float()
+        acts = acts.float()
+        body = acts[:, 1:, :]
         d_mlp = body.shape[2]
         window_grid = windows[None, :].expand(d_mlp, -1)
 
@@ -195,7 +210,7 @@ class LayerState:
             self.kept["bottom"].offer(
                 bottom_scores.double(), window_grid, bottom_scores, bottom_positions.T + 1, activations_of
             )
-        self.stats.add(body, top_values, bottom_values, self.edges)
+        self.stats.add(acts, top_values, bottom_values, self.edges)
 
     def absorb(self, other: "LayerState") -> None:
         for kind in self.KINDS:

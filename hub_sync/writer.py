@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hub_sync import format as fmt
@@ -57,13 +59,18 @@ def _list_column(values_2d: np.ndarray, value_type: pa.DataType) -> pa.ListArray
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def _string_list_column(ids_2d: np.ndarray, vocab: np.ndarray) -> pa.ListArray:
+def token_table(vocab: "Sequence[str] | pa.StringArray") -> pa.StringArray:
+    """Token strings by id as an Arrow array, so token columns are built by Arrow's take, not Python."""
+    return vocab if isinstance(vocab, pa.Array) else pa.array(list(vocab), type=pa.string())
+
+
+def _string_list_column(ids_2d: np.ndarray, vocab: pa.StringArray) -> pa.ListArray:
     rows, width = ids_2d.shape
     offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(vocab[ids_2d.reshape(-1)], type=pa.string()))
+    return pa.ListArray.from_arrays(offsets, pc.take(vocab, pa.array(ids_2d.reshape(-1).astype(np.int64))))
 
 
-def examples_table(examples: LayerExamples, vocab: np.ndarray) -> pa.Table:
+def examples_table(examples: LayerExamples, vocab: "Sequence[str] | pa.StringArray") -> pa.Table:
     """Rows sorted by neuron, then kind (top, random, bottom), then rank."""
     kind_order = {kind: i for i, kind in enumerate(fmt.EXAMPLE_KINDS)}
     kind_codes = np.array([kind_order[k] for k in examples.kind], dtype=np.int64)
@@ -76,13 +83,13 @@ def examples_table(examples: LayerExamples, vocab: np.ndarray) -> pa.Table:
         "max_position": pa.array(examples.max_position[order], type=pa.int16()),
         "window_index": pa.array(examples.window_index[order], type=pa.int64()),
         "token_ids": _list_column(examples.token_ids[order].astype(np.int32), pa.int32()),
-        "tokens": _string_list_column(examples.token_ids[order], vocab),
+        "tokens": _string_list_column(examples.token_ids[order], token_table(vocab)),
         "activations": _list_column(examples.activations[order].astype(np.float16), pa.float16()),
     }
     return pa.Table.from_pydict(columns, schema=fmt.EXAMPLE_SCHEMA)
 
 
-def _peak_token_columns(examples: LayerExamples, vocab: np.ndarray, d_mlp: int) -> dict[str, list]:
+def _peak_token_columns(examples: LayerExamples, vocab: pa.StringArray, d_mlp: int) -> dict[str, list]:
     """For each neuron, the tokens its top examples peak on, most frequent first."""
     is_top = examples.kind == "top"
     neurons = examples.neuron[is_top]
@@ -93,7 +100,7 @@ def _peak_token_columns(examples: LayerExamples, vocab: np.ndarray, d_mlp: int) 
     pairs, pair_counts = np.unique(np.stack([neurons, peak_ids]), axis=1, return_counts=True)
     order = np.lexsort((pairs[1], -pair_counts, pairs[0]))
     for (neuron, token_id), count in zip(pairs.T[order], pair_counts[order]):
-        tokens[neuron].append(str(vocab[token_id]))
+        tokens[neuron].append(vocab[int(token_id)].as_py())
         counts[neuron].append(int(count))
     for neuron in range(d_mlp):
         if counts[neuron]:
@@ -102,9 +109,10 @@ def _peak_token_columns(examples: LayerExamples, vocab: np.ndarray, d_mlp: int) 
 
 
 def neurons_table(
-    layer: int, neurons: LayerNeurons, examples: LayerExamples, vocab: np.ndarray
+    layer: int, neurons: LayerNeurons, examples: LayerExamples, vocab: "Sequence[str] | pa.StringArray"
 ) -> pa.Table:
     d_mlp = len(neurons.max)
+    vocab = token_table(vocab)
     columns = {
         "layer": np.full(d_mlp, layer, dtype=np.int16),
         "neuron": np.arange(d_mlp, dtype=np.int32),
@@ -175,10 +183,11 @@ def write_layer(
     layer: int,
     neurons: LayerNeurons,
     examples: LayerExamples,
-    vocab: np.ndarray,
+    vocab: "Sequence[str] | pa.StringArray",
     window: int,
 ) -> None:
     examples_per_neuron = max(1, len(examples.neuron) // max(1, len(neurons.max)))
+    vocab = token_table(vocab)
     write_parquet(neurons_table(layer, neurons, examples, vocab), out_dir / fmt.neurons_path(layer))
     write_examples_parquet(
         examples_table(examples, vocab),

@@ -1,0 +1,60 @@
+"""The embedded default dataset: SmolLM2-135M over the built-in python-docs corpus, built on first launch.
+
+It is made by the same harvest a user runs, into a cache folder; later launches reuse it. An
+interrupted build resumes from its checkpoint; a corrupt cache is rebuilt, never served.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from harvest.corpus import PYTHON_DOCS, CorpusSpec
+from harvest.run import HarvestConfig, harvest
+from harvest.smollm2 import export_smollm2
+from hub_sync import format as fmt
+
+DEFAULT_TOKENS = 65_536
+DEFAULT_WINDOW = 64
+DATASET_NAME = "smollm2-135m-python-docs"
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("NEUROSCOPE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "neuroscope"
+
+
+def _is_intact(folder: Path) -> bool:
+    """A finished dataset whose every Parquet footer reads: cheap enough to check on every launch."""
+    if not (folder / fmt.MANIFEST_FILE).is_file():
+        return False
+    try:
+        for path in folder.glob("data/*/*.parquet"):
+            pq.ParquetFile(path).metadata
+    except Exception:  # noqa: BLE001 - any unreadable footer means the cache cannot be trusted
+        return False
+    return True
+
+
+def default_source(cache: Path | None = None, tokens: int | None = None) -> Path:
+    """Path of the embedded default dataset, building or finishing it first when needed."""
+    root = cache or cache_root()
+    tokens = tokens or int(os.environ.get("NEUROSCOPE_DEFAULT_TOKENS", DEFAULT_TOKENS))
+    out = root / "datasets" / DATASET_NAME
+    manifest = out / fmt.MANIFEST_FILE
+    if manifest.is_file() and not _is_intact(out):
+        print(f"the cached default dataset in {out} is damaged: rebuilding it", file=sys.stderr)
+        shutil.rmtree(out)
+    elif not manifest.is_file():
+        state = "resuming the interrupted build of" if out.exists() else "building (once, a few minutes)"
+        print(f"{state} the default dataset: SmolLM2-135M over {PYTHON_DOCS}, {tokens:,} tokens, in {out}", file=sys.stderr)
+    model = export_smollm2(root / "models" / "smollm2-135m-instruct")
+    config = HarvestConfig(
+        model=str(model), corpus=CorpusSpec(PYTHON_DOCS), out=out, tokens=tokens, window=DEFAULT_WINDOW,
+        batch_size=16, top_k=10, random_k=5, bottom_k=5, device="auto", checkpoint_every=60.0,
+    )
+    return harvest(config)
