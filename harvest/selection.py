@@ -137,7 +137,8 @@ class Stats:
     def add(self, acts: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, edges: torch.Tensor) -> None:
         """acts: [batch, window, d_mlp] float32 with BOS at position 0; window_max/min: [batch, d_mlp] without BOS.
 
-        Density is not counted here: it is the histogram's mass above zero.
+        Density is not counted here: it is the histogram's mass above zero. BOS activations go to a discarded
+        extra bin rather than being sliced off, which would copy the whole tensor.
         """
         batch, window, d_mlp = acts.shape
         torch.maximum(self.max, window_max.amax(dim=0), out=self.max)
@@ -146,9 +147,11 @@ class Stats:
         all_positions = (ones @ acts.reshape(batch * window, d_mlp))[0]
         self.sum += (all_positions - acts[:, 0, :].sum(dim=0)).double()
         self.n_tokens += batch * (window - 1)
-        bins = torch.bucketize(acts[:, 1:, :], edges, out_int32=True) * d_mlp
+        bins = torch.bucketize(acts, edges, out_int32=True) * d_mlp
         bins += torch.arange(d_mlp, device=acts.device, dtype=torch.int32)
-        counts = torch.bincount(bins.reshape(-1), minlength=self.histogram.numel())
+        discard = self.histogram.numel()
+        bins[:, 0, :] = discard
+        counts = torch.bincount(bins.reshape(-1), minlength=discard + 1)[:discard]
         self.histogram += counts.reshape(-1, d_mlp).T
 
     def positive(self) -> torch.Tensor:

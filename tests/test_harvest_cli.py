@@ -184,3 +184,28 @@ def test_ctrl_c_saves_progress_and_the_rerun_finishes(model_folder, tmp_path):
     assert run_harvest(*args).returncode == 0
     assert (out / fmt.MANIFEST_FILE).is_file()
     assert not checkpoint_path(out).exists()
+
+
+def test_hub_corpus_streams_through_datasets_and_equals_the_local_file(model_folder, hub_server, tmp_path):
+    """A Hub dataset id is streamed by `datasets` (over HTTP from the loopback Hub) into the same windows."""
+    import pyarrow as pa
+
+    from harvest.corpus import CorpusSpec
+    from harvest.run import HarvestConfig, harvest
+
+    documents = [f"Record {i}: streaming text about neurons, windows and tokens number {i}.\n" * 2 for i in range(40)]
+    corpus = tmp_path / "corpus"
+    (corpus / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"content": documents}), corpus / "data" / "train-00000-of-00001.parquet")
+    hub_server.add_folder("someone/tiny-corpus", corpus)
+    hub_server.clear_log()
+
+    outputs = {}
+    for name, spec in {"hub": CorpusSpec("someone/tiny-corpus", split="train", text_column="content"),
+                       "local": CorpusSpec(str(corpus / "data"), text_column="content")}.items():
+        config = HarvestConfig(model=str(model_folder), corpus=spec, out=tmp_path / name, tokens=20 * 24, window=24,
+                               batch_size=4, top_k=4, random_k=3, progress=False)
+        outputs[name] = dataset_contents(harvest(config))
+    assert any("tiny-corpus" in request.path for request in hub_server.requests())
+    assert outputs["hub"]["tables"] == outputs["local"]["tables"]
+    assert outputs["hub"]["manifest"]["corpus"]["name"] == "someone/tiny-corpus"
