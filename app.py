@@ -13,6 +13,7 @@ import sys
 # glibc malloc returns freed Parquet buffers to the system; Arrow's default pool keeps them (RSS +25%).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
+from space.live_ui import live_tabs
 from space.server import build_app, serve
 from space.sources import open_sources, sources_from_env
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for message in catalog.unavailable_messages():
         print(message, file=sys.stderr)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
-    serve(build_app(catalog), args.host, args.port)
+    serve(build_app(catalog, live_tabs()), args.host, args.port)
     return 0
 
 

@@ -1,7 +1,7 @@
 """A linear probe per layer: L2-regularised logistic regression, cross-validated, against shuffled labels.
 
-Every (layer, fold) problem is fitted at once, batched: each by Newton's method in the span of its
-training samples. Features are standardised with the training fold's statistics only.
+Every (layer, fold) problem is fitted at once, batched: each by Newton's method on the combination
+of its training samples that makes up the weights. Features are standardised with the training fold's statistics only.
 """
 
 from __future__ import annotations
@@ -52,49 +52,69 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return assignment
 
 
-def fit_logistic(features: torch.Tensor, labels: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights [problems, width] and biases [problems] of independent L2-regularised logistic regressions.
+def logistic_decisions(gram: torch.Tensor, train_gram: torch.Tensor, labels: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """Decision values w.x + b on every sample of independent L2-regularised logistic regressions.
 
-    features: [problems, samples, width] (standardised); labels: [problems, samples] in {0, 1}; train:
-    [problems, samples] 1 where the sample is in that problem's training set. The objective is sklearn's
-    default (C = 1): sum of training log-losses + ||w||^2 / 2. The optimal w lies in the span of the
-    training rows, so each problem is solved by Newton's method in that span (at most `samples`
-    coordinates) rather than in the full width: small Hessians, batched over every problem at once."""
-    problems, n_samples, _ = features.shape
-    basis = torch.linalg.svd(features * train[..., None], full_matrices=False).Vh.transpose(1, 2)  # [p, width, r]
-    reduced = torch.cat([features @ basis, torch.ones(problems, n_samples, 1, dtype=features.dtype)], dim=2)
-    rank = basis.shape[2]
-    penalty = torch.diag(torch.cat([torch.ones(rank), torch.zeros(1)])).to(features.dtype)
-    coefficients = torch.zeros(problems, rank + 1, dtype=features.dtype)
+    gram: [problems, samples, samples], x_s . x_j for training samples j (0 in held-out columns);
+    train_gram: the same with held-out rows zeroed too; labels: [label sets, problems, samples] in {0, 1};
+    train: [problems, samples], 1 in the training set. The objective is sklearn's default (C = 1): sum of
+    training log-losses + ||w||^2 / 2. Its optimum is a combination of the training rows, w = X_train^T beta,
+    so Newton's method runs on (beta, b): one coordinate per sample, batched over every problem at once."""
+    label_sets, problems, n_samples = labels.shape
+    design = torch.cat([gram, torch.ones(problems, n_samples, 1, dtype=gram.dtype)], dim=2)
+    penalty = torch.zeros(problems, n_samples + 1, n_samples + 1, dtype=gram.dtype)
+    penalty[:, :n_samples, :n_samples] = train_gram
+    scale = 1 + train_gram.diagonal(dim1=1, dim2=2).mean(dim=1)
+    regularised = penalty + NEWTON_DAMPING * scale[:, None, None] * torch.eye(n_samples + 1, dtype=gram.dtype)
+    coefficients = torch.zeros(label_sets, problems, n_samples + 1, dtype=gram.dtype)
     for _ in range(NEWTON_STEPS):
-        probabilities = torch.sigmoid(torch.einsum("psr,pr->ps", reduced, coefficients))
-        gradient = torch.einsum("psr,ps->pr", reduced, train * (probabilities - labels)) + coefficients @ penalty
-        curvature = train * probabilities * (1 - probabilities)
-        hessian = torch.einsum("psr,ps,psq->prq", reduced, curvature, reduced) + penalty
-        step = torch.linalg.solve(hessian + NEWTON_DAMPING * torch.eye(rank + 1, dtype=features.dtype), gradient)
+        probabilities = torch.sigmoid(torch.einsum("psc,lpc->lps", design, coefficients))
+        residual = train * (probabilities - labels)
+        gradient = torch.einsum("psc,lps->lpc", design, residual) + torch.einsum("pcd,lpd->lpc", penalty, coefficients)
+        weighted = design * (train * probabilities * (1 - probabilities))[..., None]
+        hessian = weighted.transpose(-1, -2) @ design + regularised
+        step = torch.linalg.solve(hessian, gradient)
         coefficients = coefficients - step
         if step.abs().max() < NEWTON_TOLERANCE:
             break
-    weights = torch.einsum("pwr,pr->pw", basis, coefficients[:, :rank])
-    return weights, coefficients[:, rank]
+    return torch.einsum("psc,lpc->lps", design, coefficients)
 
 
-def held_out_accuracy(features: torch.Tensor, labels: np.ndarray, fold_of: np.ndarray, folds: int) -> np.ndarray:
-    """[layers] share of samples predicted right by the probe fitted without their fold."""
+def standardised_folds(features: torch.Tensor, fold_of: np.ndarray, folds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[layers * folds, samples, width] features standardised by each training fold's mean and spread, and
+    the [layers * folds, samples] training masks."""
     layers, n_samples, width = features.shape
-    test = torch.from_numpy(fold_of[None, :] == np.arange(folds)[:, None]).to(features.dtype)  # [folds, samples]
-    train = 1 - test
+    train = torch.from_numpy(fold_of[None, :] != np.arange(folds)[:, None]).to(features.dtype)  # [folds, samples]
     data = features[:, None].expand(layers, folds, n_samples, width)
     weight = train[None, :, :, None]
-    mean = (data * weight).sum(dim=2, keepdim=True) / weight.sum(dim=2, keepdim=True)
-    spread = (((data - mean) ** 2 * weight).sum(dim=2, keepdim=True) / weight.sum(dim=2, keepdim=True)).sqrt()
-    standardised = ((data - mean) / torch.where(spread > 0, spread, torch.ones_like(spread))).reshape(layers * folds, n_samples, width)
-    target = torch.from_numpy(labels.astype(np.float32)).to(features.dtype).expand(layers * folds, n_samples)
-    train_sets = train.repeat(layers, 1)
-    weights, biases = fit_logistic(standardised, target, train_sets)
-    predicted = (torch.einsum("psw,pw->ps", standardised, weights) + biases[:, None]) > 0
-    correct = (predicted == target.bool()).to(features.dtype) * (1 - train_sets)
-    return (correct.reshape(layers, folds, n_samples).sum(dim=(1, 2)) / n_samples).numpy()
+    count = weight.sum(dim=2, keepdim=True)
+    mean = (data * weight).sum(dim=2, keepdim=True) / count
+    spread = (((data - mean) ** 2 * weight).sum(dim=2, keepdim=True) / count).sqrt()
+    standardised = (data - mean) / torch.where(spread > 0, spread, torch.ones_like(spread))
+    return standardised.reshape(layers * folds, n_samples, width), train.repeat(layers, 1)
+
+
+def consistent_grams(data: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_s . x_j for training j, its training block) with the training rows of the first taken from the second,
+    made exactly symmetric: a direction the penalty cannot see must not move the training loss either, or a
+    separable problem has an unregularised direction and Newton's method diverges along it."""
+    training_rows = data * train[..., None]
+    gram = data @ training_rows.transpose(1, 2)
+    mask = train[:, :, None] * train[:, None, :]
+    train_gram = 0.5 * (gram + gram.transpose(1, 2)) * mask
+    return torch.where(train[:, :, None] > 0, train_gram, gram), train_gram
+
+
+def held_out_accuracy(features: torch.Tensor, label_sets: np.ndarray, fold_of: np.ndarray, folds: int) -> np.ndarray:
+    """[label sets, layers] share of samples predicted right by the probe fitted without their fold."""
+    layers, n_samples, _ = features.shape
+    data, train = standardised_folds(features.to(torch.float32), fold_of, folds)
+    train = train.to(torch.float64)
+    gram, train_gram = consistent_grams(data.to(torch.float64), train)
+    targets = torch.from_numpy(np.asarray(label_sets, dtype=np.float64))[:, None, :].expand(-1, layers * folds, -1)
+    decisions = logistic_decisions(gram, train_gram, targets, train)
+    correct = ((decisions > 0) == targets.bool()).to(torch.float64) * (1 - train)
+    return (correct.reshape(len(label_sets), layers, folds, n_samples).sum(dim=(2, 3)) / n_samples).numpy()
 
 
 def check_probe_data(labels: np.ndarray) -> None:
@@ -108,17 +128,14 @@ def check_probe_data(labels: np.ndarray) -> None:
 
 
 def probe(features: torch.Tensor, labels: np.ndarray, seed: int = 0) -> ProbeResult:
-    """Cross-validated probe accuracy per layer of [layers, samples, width] features, and shuffled-label baselines."""
+    """Cross-validated probe accuracy per layer of [layers, samples, width] features, and shuffled-label baselines
+    (the same folds, the labels permuted)."""
     labels = np.asarray(labels, dtype=bool)
     check_probe_data(labels)
     folds = min(MAX_FOLDS, int(labels.sum()), int((~labels).sum()))
-    features = features.to(torch.float32)
-    accuracy = held_out_accuracy(features, labels, stratified_folds(labels, folds, seed), folds)
-    rng = np.random.default_rng(seed + 1)
-    shuffled = []
-    for _ in range(SHUFFLES):
-        permuted = rng.permutation(labels)
-        shuffled.append(held_out_accuracy(features, permuted, stratified_folds(permuted, folds, seed), folds))
-    baseline = np.stack(shuffled)
+    rng = np.random.default_rng(seed)
+    label_sets = np.stack([labels, *(rng.permutation(labels) for _ in range(SHUFFLES))])
+    accuracy = held_out_accuracy(features, label_sets, stratified_folds(labels, folds, seed), folds)
     chance = max(labels.mean(), 1 - labels.mean())
-    return ProbeResult(accuracy, baseline.mean(axis=0), baseline.max(axis=0), float(chance), folds, len(labels))
+    shuffled = accuracy[1:]
+    return ProbeResult(accuracy[0], shuffled.mean(axis=0), shuffled.max(axis=0), float(chance), folds, len(labels))

@@ -62,7 +62,8 @@ def cohens_d(with_feature: torch.Tensor, without_feature: torch.Tensor) -> torch
     ) / (n_with + n_without - 2)
     pooled_sd = pooled_variance.sqrt()
     spread = torch.where(pooled_sd > 0, pooled_sd, torch.ones_like(pooled_sd))
-    return torch.where(pooled_sd > 0, difference / spread, torch.sign(difference) * torch.inf)
+    constant = torch.where(difference == 0, torch.zeros_like(difference), torch.sign(difference) * torch.inf)
+    return torch.where(pooled_sd > 0, difference / spread, constant)
 
 
 def auroc(with_feature: torch.Tensor, without_feature: torch.Tensor) -> torch.Tensor:

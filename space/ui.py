@@ -76,6 +76,8 @@ class ExtraTab:
 
     title: str
     build: Callable[[Catalog, NeuronControls], None]
+    id: str | None = None
+    opened_by: str | None = None  # a deep-link query key that opens this tab (the live tab's `text`)
 
 
 def _neuron_outputs(view: NeuronView) -> tuple:
@@ -116,7 +118,8 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
         banner_html = message_html(catalog.unavailable_messages())
         keyword = params.get("q")
         if keyword is None:
-            return banner_html, *neuron_outputs, "", "", pd.DataFrame(columns=RESULT_COLUMNS), gr.Tabs(selected="neuron")
+            opened = next((tab.id for tab in extra_tabs if tab.opened_by and tab.opened_by in params), "neuron")
+            return banner_html, *neuron_outputs, "", "", pd.DataFrame(columns=RESULT_COLUMNS), gr.Tabs(selected=opened)
         notice, results = search_view(catalog, keyword, None, None, None, "max")
         return banner_html, *neuron_outputs, keyword, notice, results, gr.Tabs(selected="search")
 
@@ -151,7 +154,7 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
                 results = gr.Dataframe(headers=RESULT_COLUMNS, datatype=["str", "number", "number", "str", "number", "number", "number", "number"], interactive=False, wrap=True, elem_id="ns-results")
             controls = NeuronControls(blocks, model_box, layer_box, neuron_box)
             for tab in extra_tabs:
-                with gr.Tab(tab.title):
+                with gr.Tab(tab.title, id=tab.id):
                     tab.build(catalog, controls)
 
         here = [model_box, layer_box, neuron_box]

@@ -1,0 +1,167 @@
+"""The live tabs: Live (text -> the current neuron's activations, and the neurons that fire most) and
+Finder & probe (two lists of texts -> separating neurons, and a residual-stream probe by layer).
+
+Each run is a named API endpoint (/activations, /top_neurons, /find, /probe). The model is the one
+chosen in the Neuron tab; when it cannot run, the buttons are off and the tab says why.
+A deep link with `&text=...` opens the Live tab and reproduces its view.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from space.live_model import LiveModels
+from space.live_render import LIVE_CSS
+from space.live_stats import DIRECTIONS
+from space.live_texts import MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
+from space.live_views import (
+    DEFAULT_COUNT,
+    MAX_COUNT,
+    LiveContext,
+    activations_view,
+    find_view,
+    probe_view,
+    top_neurons_view,
+)
+from space.links import resolve
+from space.live_forward import ActivationCache
+from space.render import message_html
+from space.sources import Catalog
+from space.ui import ExtraTab, NeuronControls, url_update_js
+
+TEXT_KEY = "text"
+CAPS_NOTE = (
+    f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest) and lists at "
+    f"{MAX_TEXTS_PER_LIST} texts; anything cut is named in a notice."
+)
+
+
+def live_status(context: LiveContext, model: str | None) -> tuple[str, bool]:
+    """A line saying which model the live tabs run, or why they cannot; and whether they can."""
+    ref, _ = resolve(context.catalog, model, None, None)
+    if ref is None:
+        return message_html(["Live tabs are off: no dataset is available."]), False
+    reason = context.models.known_failure(context.catalog.models[ref.model])
+    if reason:
+        return message_html([f"Live tabs are off for {ref.model}: {reason}"]), False
+    return f'<p class="ns-muted">Runs {ref.model} (loaded on first use, then kept).</p>', True
+
+
+def _status_outputs(context: LiveContext, model: str | None, buttons: int) -> tuple:
+    html, enabled = live_status(context, model)
+    return (html, *(gr.Button(interactive=enabled) for _ in range(buttons)))
+
+
+def count_input(**layout) -> gr.Number:
+    """How many neurons a ranking lists."""
+    return gr.Number(DEFAULT_COUNT, label="Neurons to list", precision=0, minimum=1, maximum=MAX_COUNT, **layout)
+
+
+def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
+    """Text box, Run, the current neuron's coloured tokens, and the neurons that fire most on the text."""
+    gr.HTML(f"<style>{LIVE_CSS}</style>", padding=False)
+    status = gr.HTML(elem_id="ns-live-status")
+    text_box = gr.Textbox(label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id="ns-live-text")
+    gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {CAPS_NOTE}")
+    with gr.Row():
+        run_button = gr.Button("Run", variant="primary", size="sm", elem_id="ns-live-run")
+        count_box = count_input()
+    notice = gr.HTML(elem_id="ns-live-notice")
+    tokens = gr.HTML(elem_id="ns-live-tokens")
+    top_notice = gr.HTML(elem_id="ns-top-notice")
+    top_tables = gr.HTML(elem_id="ns-top-neurons")
+    with gr.Accordion("Values (JSON)", open=False):
+        values = gr.JSON(label="activations")
+        top_values = gr.JSON(label="top neurons")
+
+    def activations(model, layer, neuron, text):
+        return activations_view(context, model, layer, neuron, text)
+
+    def top_neurons(model, text, count):
+        return top_neurons_view(context, model, text, count)
+
+    def refresh(model):
+        return _status_outputs(context, model, 1)
+
+    def open_link(request: gr.Request):
+        params = dict(request.query_params) if request else {}
+        text = params.get(TEXT_KEY)
+        if not text:
+            return (*refresh(params.get("model")), "", "", "", {}, "", "", {})
+        view = activations_view(context, params.get("model"), params.get("layer"), params.get("neuron"), text)
+        top = top_neurons_view(context, params.get("model"), text, DEFAULT_COUNT)
+        return (*refresh(params.get("model")), text, *view, *top)
+
+    live_inputs = [controls.model, controls.layer, controls.neuron, text_box]
+    run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations").then(
+        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values], api_name="top_neurons"
+    ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
+        None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY])
+    )
+    controls.model.change(refresh, [controls.model], [status, run_button], api_visibility="private")
+    controls.blocks.load(
+        open_link, None, [status, run_button, text_box, notice, tokens, values, top_notice, top_tables, top_values],
+        api_visibility="private",
+    )
+
+
+def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
+    """Two lists of texts; neurons ranked by how well they separate them; a residual-stream probe by layer."""
+    status = gr.HTML(elem_id="ns-finder-status")
+    gr.Markdown(
+        "One text per line. Mark the feature's tokens with `[[...]]` in the first list to make it per token: "
+        f"then the marked tokens count as with the feature and the rest of that text as without. {CAPS_NOTE}"
+    )
+    with gr.Row():
+        with_box = gr.Textbox(label="Texts with the feature", lines=8, elem_id="ns-with")
+        without_box = gr.Textbox(label="Texts without the feature", lines=8, elem_id="ns-without")
+    with gr.Row():
+        direction_box = gr.Radio(list(DIRECTIONS), value=DIRECTIONS[0], label="Neurons that fire", scale=3)
+        count_box = count_input(scale=1)
+    with gr.Row():
+        find_button = gr.Button("Find neurons", variant="primary", size="sm", elem_id="ns-find")
+        probe_button = gr.Button("Probe the residual stream", size="sm", elem_id="ns-probe")
+    find_notice = gr.HTML(elem_id="ns-find-notice")
+    find_html = gr.HTML(elem_id="ns-find")
+    probe_notice = gr.HTML(elem_id="ns-probe-notice")
+    probe_html = gr.HTML(elem_id="ns-probe-plot")
+    with gr.Accordion("Values (JSON)", open=False):
+        find_values = gr.JSON(label="finder")
+        probe_values = gr.JSON(label="probe")
+
+    def find(model, with_feature, without_feature, direction, count):
+        return find_view(context, model, with_feature, without_feature, direction, count)
+
+    def run_probe(model, with_feature, without_feature):
+        return probe_view(context, model, with_feature, without_feature)
+
+    def refresh(model):
+        return _status_outputs(context, model, 2)
+
+    lists = [controls.model, with_box, without_box]
+    buttons = [status, find_button, probe_button]
+    find_button.click(find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find").then(
+        refresh, [controls.model], buttons, api_visibility="private"
+    )
+    probe_button.click(run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe").then(
+        refresh, [controls.model], buttons, api_visibility="private"
+    )
+    controls.model.change(refresh, [controls.model], buttons, api_visibility="private")
+    def open_link(request: gr.Request):
+        return refresh(dict(request.query_params).get("model") if request else None)
+
+    controls.blocks.load(open_link, None, buttons, api_visibility="private")
+
+
+def live_tabs(models: LiveModels | None = None) -> list[ExtraTab]:
+    """The Live and Finder & probe tabs, sharing one model cache."""
+    shared_models = models or LiveModels()
+    cache = ActivationCache()
+
+    def context(catalog: Catalog) -> LiveContext:
+        return LiveContext(catalog, shared_models, cache)
+
+    return [
+        ExtraTab("Live", lambda catalog, controls: build_live_tab(context(catalog), controls), id="live", opened_by=TEXT_KEY),
+        ExtraTab("Finder & probe", lambda catalog, controls: build_finder_tab(context(catalog), controls), id="finder"),
+    ]

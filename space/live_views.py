@@ -1,0 +1,227 @@
+"""What each live view computes, independent of Gradio: activations on a text, the neurons that fire most on it,
+the neurons that separate two lists of texts, and a residual-stream probe over them.
+
+Each view returns (notice HTML, body HTML, values): bad input, a model that cannot load and lists too
+small to trust give a notice and empty values, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harvest.models import HOOK_TEMPLATE
+from hub_sync.reader import DatasetError, NeuronDataset
+from space.links import NeuronRef, parse_int, resolve
+from space.live_forward import RESIDUAL_HOOK_TEMPLATE, ActivationCache, pooled_activations
+from space.live_model import LiveModels, LiveUnavailable
+from space.live_probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
+from space.live_render import finder_html, live_tokens_html, probe_plot_svg, top_neurons_html
+from space.live_stats import (
+    DIRECTIONS,
+    descending_order,
+    layer_summary,
+    relative_to_dataset,
+    separation,
+    separation_order,
+    text_peaks,
+)
+from space.live_texts import TextError, encode_lists, encode_text, token_cap, truncation_notices
+from space.render import activation_scale, examples_from_table, message_html
+from space.sources import Catalog
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 100
+FINDER_MIN_PER_SIDE = 2
+FINDER_COARSE_PER_SIDE = 5
+UNBALANCED_RATIO = 3
+FINDER_COLUMNS = 10
+View = tuple[str, str, dict]
+
+
+@dataclass
+class LiveContext:
+    """What the live views share: the served datasets, their models (loaded once), recent texts' activations."""
+
+    catalog: Catalog
+    models: LiveModels = field(default_factory=LiveModels)
+    cache: ActivationCache = field(default_factory=ActivationCache)
+
+
+def _failed(messages: list[str]) -> View:
+    return message_html(messages), "", {}
+
+
+def guarded(view: Callable[..., View]) -> Callable[..., View]:
+    """Turn the expected failures of a live view into a notice: the app keeps serving."""
+
+    def run(*args, **kwargs) -> View:
+        try:
+            return view(*args, **kwargs)
+        except (TextError, LiveUnavailable, ProbeDataError) as error:
+            return _failed([str(error)])
+        except DatasetError as error:
+            return _failed([f"The dataset cannot be read: {error}"])
+
+    run.__name__, run.__doc__ = view.__name__, view.__doc__
+    return run
+
+
+def _count(value: object) -> int:
+    number = parse_int(value)
+    return DEFAULT_COUNT if number is None else max(1, min(MAX_COUNT, number))
+
+
+def _model_ref(context: LiveContext, model: object, messages: list[str]) -> NeuronRef:
+    ref, resolved = resolve(context.catalog, model, None, None)
+    if ref is None:
+        raise LiveUnavailable("No dataset is available.")
+    messages += [message for message in resolved if message.startswith("Unknown model")]
+    return ref
+
+
+@guarded
+def activations_view(context: LiveContext, model: object, layer: object, neuron: object, text: str | None) -> View:
+    """The neuron's activation at every token of the text, coloured on its dataset scale."""
+    ref, messages = resolve(context.catalog, model, layer, neuron)
+    if ref is None:
+        raise LiveUnavailable("No dataset is available.")
+    dataset = context.catalog.models[ref.model]
+    loaded = context.models.get(dataset)
+    encoded = encode_text(loaded, text or "")
+    messages += truncation_notices([encoded], "Text", token_cap(loaded))
+    per_layer = context.cache.activations(loaded, encoded.token_ids, dataset.layers)
+    values = per_layer[dataset.layers.index(ref.layer), :, ref.neuron].numpy()
+    scale = activation_scale(examples_from_table(dataset.examples(ref.layer, ref.neuron)))
+    result = {
+        "model": ref.model, "layer": ref.layer, "neuron": ref.neuron, "token_ids": encoded.token_ids, "tokens": encoded.tokens,
+        "activations": [float(value) for value in values], "scale": scale, "truncated": encoded.truncated,
+    }
+    return message_html(messages), live_tokens_html(encoded.tokens, values, scale), result
+
+
+def dataset_maxima(dataset: NeuronDataset) -> np.ndarray:
+    """[layers, d_mlp] each neuron's max over the dataset's corpus."""
+    return np.stack([dataset.neurons(layer).column("max").to_numpy() for layer in dataset.layers])
+
+
+@guarded
+def top_neurons_view(context: LiveContext, model: object, text: str | None, count: object = DEFAULT_COUNT) -> View:
+    """The neurons of every harvested layer that fire most on the text: by max, and by max over the dataset max."""
+    messages: list[str] = []
+    ref = _model_ref(context, model, messages)
+    dataset = context.catalog.models[ref.model]
+    loaded = context.models.get(dataset)
+    encoded = encode_text(loaded, text or "")
+    messages += truncation_notices([encoded], "Text", token_cap(loaded))
+    if len(encoded.token_ids) < 2:
+        raise TextError("The text gives no tokens.")
+    peaks = text_peaks(context.cache.activations(loaded, encoded.token_ids, dataset.layers))
+    maxima, positions = peaks.values.numpy(), peaks.positions.numpy()
+    dataset_max = dataset_maxima(dataset)
+    relative = relative_to_dataset(maxima, dataset_max)
+
+    def hits(order: list[tuple[int, int]]) -> list[dict]:
+        return [
+            {"layer": dataset.layers[row], "neuron": neuron, "max": float(maxima[row, neuron]),
+             "position": int(positions[row, neuron]), "token": encoded.tokens[positions[row, neuron]],
+             "dataset_max": float(dataset_max[row, neuron]), "relative": float(relative[row, neuron])}
+            for row, neuron in order
+        ]
+
+    wanted = _count(count)
+    result = {"model": ref.model, "token_ids": encoded.token_ids, "by_max": hits(descending_order(maxima, wanted)),
+              "by_relative": hits(descending_order(relative, wanted))}
+    return message_html(messages), top_neurons_html(ref.model, result["by_max"], result["by_relative"]), result
+
+
+def _balance_notices(labels: np.ndarray, minimum: int, kind: str) -> list[str]:
+    """Refuse lists below `minimum` samples a side; say when the sides are lopsided."""
+    n_with, n_without = int(labels.sum()), int((~labels).sum())
+    if min(n_with, n_without) < minimum:
+        raise TextError(
+            f"Too few texts for the {kind}: {n_with} samples with the feature and {n_without} without; "
+            f"give at least {minimum} on each side (one text per line)."
+        )
+    if max(n_with, n_without) > UNBALANCED_RATIO * min(n_with, n_without):
+        return [f"The lists are unbalanced ({n_with} samples with the feature, {n_without} without): "
+                f"add texts to the shorter list for a fairer comparison."]
+    return []
+
+
+def json_safe(rows: list[dict]) -> list[dict]:
+    """Rows with infinite effect sizes as None: JSON has no infinity."""
+    return [{key: None if isinstance(value, float) and not np.isfinite(value) else value for key, value in row.items()} for row in rows]
+
+
+@guarded
+def find_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
+              direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT) -> View:
+    """Neurons ranked by how well their max activation separates samples with the feature from samples without."""
+    messages: list[str] = []
+    ref = _model_ref(context, model, messages)
+    if direction not in DIRECTIONS:
+        messages.append(f"Unknown direction {direction!r}; using {DIRECTIONS[0]!r}.")
+        direction = DIRECTIONS[0]
+    dataset = context.catalog.models[ref.model]
+    loaded = context.models.get(dataset)
+    texts, samples = encode_lists(loaded, with_feature, without_feature, messages)
+    labels = np.array([sample.label for sample in samples], dtype=bool)
+    messages += _balance_notices(labels, FINDER_MIN_PER_SIDE, "finder")
+    if min(labels.sum(), (~labels).sum()) < FINDER_COARSE_PER_SIDE:
+        messages.append(f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, AUROC moves in coarse steps: add texts to trust the ranking.")
+    hooks = [HOOK_TEMPLATE.format(layer=layer) for layer in dataset.layers]
+    values = pooled_activations(loaded, texts, samples, hooks, "max")
+    stats = separation(values, labels)
+    top = [
+        {"layer": dataset.layers[row], "neuron": neuron, "auroc": float(stats.auroc[row, neuron]),
+         "cohens_d": float(stats.cohens_d[row, neuron]), "mean_with": float(stats.mean_with[row, neuron]),
+         "mean_without": float(stats.mean_without[row, neuron]), "values": values[row, :, neuron].tolist()}
+        for row, neuron in separation_order(stats, direction, _count(count))
+    ]
+    layers = [
+        {"layer": dataset.layers[row["row"]], "neuron": row["best_neuron"], "auroc": float(stats.auroc[row["row"], row["best_neuron"]]),
+         "cohens_d": float(stats.cohens_d[row["row"], row["best_neuron"]]), "strong": row["strong"]}
+        for row in layer_summary(stats, direction)
+    ]
+    sample_rows = [{"description": sample.description, "label": sample.label, "text": texts[sample.text_index].text} for sample in samples]
+    result = {"model": ref.model, "direction": direction, "samples": sample_rows, "top": json_safe(top), "layers": json_safe(layers)}
+    return message_html(messages), finder_html(ref.model, layers, top[:FINDER_COLUMNS], sample_rows), result
+
+
+@guarded
+def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None) -> View:
+    """Cross-validated accuracy, layer by layer, of a logistic-regression probe on the mean residual stream."""
+    messages: list[str] = []
+    ref = _model_ref(context, model, messages)
+    dataset = context.catalog.models[ref.model]
+    loaded = context.models.get(dataset)
+    texts, samples = encode_lists(loaded, with_feature, without_feature, messages)
+    labels = np.array([sample.label for sample in samples], dtype=bool)
+    messages += _balance_notices(labels, MIN_PER_CLASS, "probe")
+    layers = list(range(loaded.n_layers))
+    features = pooled_activations(loaded, texts, samples, [RESIDUAL_HOOK_TEMPLATE.format(layer=layer) for layer in layers], "mean")
+    outcome = probe(features, labels)
+    if outcome.n_samples < TRUSTED_SAMPLES:
+        messages.append(
+            f"Only {outcome.n_samples} samples: each accuracy is uncertain by about ±{2 * outcome.standard_error:.2f} "
+            f"(two standard errors). Add texts (at least {TRUSTED_SAMPLES // 2} per list) before trusting differences between layers."
+        )
+    best = int(np.argmax(outcome.accuracy))
+    margin = outcome.accuracy[best] - outcome.shuffled_max[best]
+    verdict = (
+        f"Best: layer {layers[best]} at {outcome.accuracy[best]:.3f} held-out accuracy "
+        f"({outcome.folds}-fold cross-validation; shuffled labels reach {outcome.shuffled_mean[best]:.3f} on average there, chance is {outcome.chance:.3f})."
+    )
+    if margin <= 2 * outcome.standard_error:
+        verdict += " That is within noise of the shuffled-label baseline: no evidence the feature is linearly readable."
+    messages.append(verdict)
+    result = {
+        "model": ref.model, "layers": layers, "accuracy": outcome.accuracy.tolist(), "shuffled_mean": outcome.shuffled_mean.tolist(),
+        "shuffled_max": outcome.shuffled_max.tolist(), "chance": outcome.chance, "folds": outcome.folds,
+        "n_samples": outcome.n_samples, "n_with": int(labels.sum()), "n_without": int((~labels).sum()),
+        "trusted": outcome.n_samples >= TRUSTED_SAMPLES,
+    }
+    return message_html(messages), probe_plot_svg(layers, result["accuracy"], result["shuffled_mean"], outcome.chance), result

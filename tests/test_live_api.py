@@ -1,0 +1,257 @@
+"""The live endpoints through gradio_client against the real server, on a real small model harvested into a dataset.
+
+Every number is checked against an independent computation: a plain forward pass with run_with_cache,
+the values the harvest stored, and brute-force rankings written the obvious way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from html import escape
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydoc_data.topics
+import pytest
+import torch
+from gradio_client import Client
+
+from harvest.corpus import CorpusSpec
+from harvest.models import PROVENANCE_FILE, load_model
+from harvest.run import HarvestConfig, harvest
+from hub_sync import format as fmt
+from hub_sync.synthetic import write_synthetic_dataset
+from space.live_model import LiveModels
+from space.live_ui import live_tabs
+from space.server import build_app, running
+from space.sources import open_sources
+from space.text import visible_token
+from tiny_models import native_model
+
+WINDOW = 24
+LAYERS = [0, 1, 2]
+MODEL = "test/tiny"
+MISSING = "test/missing-weights"
+SYNTHETIC = "org/synthetic"
+CAP = 63  # the tiny model's context is 64 tokens, BOS included
+
+
+def harvested_dataset(root: Path, name: str, n_windows: int = 40, **model_options) -> tuple[Path, object]:
+    """A small real model (with a provenance name) harvested over the Python docs, and the loaded model."""
+    folder = native_model(root / "model", **model_options)
+    (folder / PROVENANCE_FILE).write_text(json.dumps({"name": name}))
+    model = load_model(str(folder), "cpu")
+    config = HarvestConfig(
+        model=str(folder), corpus=CorpusSpec("python-docs"), out=root / "dataset", tokens=n_windows * WINDOW,
+        window=WINDOW, batch_size=8, top_k=4, random_k=3, bottom_k=2, progress=False,
+    )
+    return harvest(config, model), model
+
+
+def doc_lines(count: int, start: int = 0) -> list[str]:
+    """Distinct prose lines of the language reference, 20 to 120 characters long."""
+    text = "\n".join(pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics))
+    lines = sorted({line.strip() for line in text.splitlines() if 20 <= len(line.strip()) <= 120 and "[[" not in line})
+    return lines[start : start + count]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live_api")
+    dataset, model = harvested_dataset(root, MODEL, n_layers=3, d_mlp=48)
+    missing = root / "missing"
+    shutil.copytree(dataset, missing)
+    manifest = json.loads((missing / fmt.MANIFEST_FILE).read_text())
+    manifest["model"].update(name=MISSING, source=str(root / "deleted-model"))
+    (missing / fmt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    synthetic = write_synthetic_dataset(root / "synthetic", n_layers=2, d_mlp=16, name=SYNTHETIC)
+    loads: list[str] = []
+
+    def counting_loader(spec: str, device: str, dtype: str):
+        loads.append(spec)
+        return load_model(spec, device, dtype)
+
+    catalog = open_sources([str(dataset), str(missing), str(synthetic)])
+    with running(build_app(catalog, live_tabs(LiveModels(loader=counting_loader)))) as url:
+        yield SimpleNamespace(client=Client(url, verbose=False), model=model, dataset=dataset, loads=loads)
+
+
+@torch.inference_mode()
+def forward(model, token_ids: list[int], layers: list[int]) -> np.ndarray:
+    """[layers, positions, d_mlp] from one plain run_with_cache."""
+    names = [f"blocks.{layer}.mlp.hook_post" for layer in layers]
+    _, cache = model.bridge.run_with_cache(torch.tensor([token_ids]), names_filter=lambda name: name in names)
+    return np.stack([cache[name][0].float().numpy() for name in names])
+
+
+def text_ids(model, text: str) -> list[int]:
+    return [model.bos_id, *model.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def test_live_activations_equal_the_forward_pass_and_the_stored_windows(live):
+    rows = [row for row in pq.read_table(live.dataset / fmt.examples_path(1)).to_pylist() if row["kind"] == "top"]
+    checked = 0
+    for row in rows[:40]:
+        text = "".join(row["tokens"][1:])
+        if text_ids(live.model, text) != row["token_ids"]:
+            continue  # this window's text does not re-tokenize to the same ids (a token cut mid-character)
+        notice, html, values = live.client.predict(MODEL, 1, row["neuron"], text, api_name="/activations")
+        assert notice == "" and values["token_ids"] == row["token_ids"] and values["tokens"] == row["tokens"]
+        np.testing.assert_allclose(values["activations"], row["activations"], atol=2e-3, rtol=2e-3)
+        direct = forward(live.model, row["token_ids"], [1])[0, :, row["neuron"]]
+        np.testing.assert_allclose(values["activations"], direct, atol=1e-5, rtol=1e-5)
+        titles = [f'title="{value:.4g}">{escape(visible_token(token), quote=True)}</span>' for token, value in zip(row["tokens"], direct)]
+        assert all(title in html for title in titles)
+        checked += 1
+    assert checked >= 10, "most stored windows should re-tokenize to their own ids"
+
+
+def brute_force_ranking(scores: dict[tuple[int, int], float], count: int) -> list[tuple[int, int]]:
+    finite = [(key, value) for key, value in scores.items() if np.isfinite(value)]
+    return [key for key, _ in sorted(finite, key=lambda item: (-item[1], item[0]))][:count]
+
+
+def test_top_neurons_equal_a_brute_force_ranking(live):
+    text = "for index, item in enumerate(items):\n    if item is None:\n        continue"
+    notice, html, values = live.client.predict(MODEL, text, 12, api_name="/top_neurons")
+    acts = forward(live.model, text_ids(live.model, text), LAYERS)
+    dataset_max = {layer: pq.read_table(live.dataset / fmt.neurons_path(layer)).column("max").to_pylist() for layer in LAYERS}
+    peak = {(layer, n): float(acts[i, 1:, n].max()) for i, layer in enumerate(LAYERS) for n in range(acts.shape[2])}
+    relative = {key: value / dataset_max[key[0]][key[1]] if dataset_max[key[0]][key[1]] > 0 else np.nan for key, value in peak.items()}
+    assert [(hit["layer"], hit["neuron"]) for hit in values["by_max"]] == brute_force_ranking(peak, 12)
+    assert [(hit["layer"], hit["neuron"]) for hit in values["by_relative"]] == brute_force_ranking(relative, 12)
+    for hit in values["by_max"] + values["by_relative"]:
+        layer_acts = acts[LAYERS.index(hit["layer"]), :, hit["neuron"]]
+        assert hit["max"] == pytest.approx(peak[hit["layer"], hit["neuron"]], abs=1e-5)
+        assert hit["position"] == 1 + int(np.argmax(layer_acts[1:]))
+        assert hit["dataset_max"] == pytest.approx(dataset_max[hit["layer"]][hit["neuron"]])
+        assert f'href="?model=test%2Ftiny&amp;layer={hit["layer"]}&amp;neuron={hit["neuron"]}"' in html
+    assert notice == ""
+
+
+def brute_force_separation(positive: list[np.ndarray], negative: list[np.ndarray]) -> dict[tuple[int, int], tuple[float, float]]:
+    """(AUROC, Cohen's d) per (layer, neuron) from per-sample [layers, d_mlp] maxima, by pairwise comparison."""
+    with_values, without_values = np.stack(positive), np.stack(negative)
+    result = {}
+    for layer_row, layer in enumerate(LAYERS):
+        for neuron in range(with_values.shape[2]):
+            a, b = with_values[:, layer_row, neuron].astype(np.float64), without_values[:, layer_row, neuron].astype(np.float64)
+            wins = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+            pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+            result[layer, neuron] = (wins / (len(a) * len(b)), (a.mean() - b.mean()) / pooled)
+    return result
+
+
+def check_finder(values: dict, expected: dict[tuple[int, int], tuple[float, float]], count: int) -> None:
+    order = sorted(expected, key=lambda key: (-expected[key][0], -expected[key][1], key))[:count]
+    assert [(hit["layer"], hit["neuron"]) for hit in values["top"]] == order
+    for hit in values["top"]:
+        auroc, effect = expected[hit["layer"], hit["neuron"]]
+        assert hit["auroc"] == pytest.approx(auroc, abs=1e-6) and hit["cohens_d"] == pytest.approx(effect, rel=1e-3)
+
+
+def test_finder_ranking_equals_brute_force_per_text(live):
+    positive = [f"{line[:40]}{' lambda'} {line[40:]}" for line in doc_lines(10)]
+    negative = doc_lines(12, start=10)
+    notice, html, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), "higher with the feature", 15, api_name="/find")
+    peaks = [forward(live.model, text_ids(live.model, text), LAYERS)[:, 1:].max(axis=1) for text in positive + negative]
+    check_finder(values, brute_force_separation(peaks[:10], peaks[10:]), 15)
+    assert len(values["samples"]) == 22 and [row["layer"] for row in values["layers"]] == LAYERS
+    assert notice == "" and f'L{values["top"][0]["layer"]} N{values["top"][0]["neuron"]}</a>' in html
+
+
+def test_finder_with_marked_spans_compares_the_span_with_the_rest(live):
+    lines = doc_lines(8, start=30)
+    positive = [f"{line[:30]} [[lambda x]] {line[30:]}" for line in lines]
+    negative = doc_lines(8, start=50)
+    notice, _, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), "higher with the feature", 10, api_name="/find")
+    with_peaks, without_peaks = [], []
+    for line in lines:
+        plain = f"{line[:30]} lambda x {line[30:]}"
+        span = (len(line[:30]) + 1, len(line[:30]) + 9)
+        encoding = live.model.tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True)
+        inside = np.array([False] + [start < span[1] and end > span[0] for start, end in encoding["offset_mapping"]])
+        acts = forward(live.model, [live.model.bos_id, *encoding["input_ids"]], LAYERS)
+        with_peaks.append(acts[:, inside].max(axis=1))
+        without_peaks.append(acts[:, ~inside][:, 1:].max(axis=1))
+    without_peaks += [forward(live.model, text_ids(live.model, text), LAYERS)[:, 1:].max(axis=1) for text in negative]
+    check_finder(values, brute_force_separation(with_peaks, without_peaks), 10)
+    descriptions = [row["description"] for row in values["samples"]]
+    assert descriptions[:2] == ["with #1 [[span]]", "with #1 outside span"] and len(descriptions) == 24
+    assert notice == ""
+
+
+def test_probe_reads_a_feature_present_by_construction_and_not_shuffled_labels(live):
+    """The marked token is in the residual stream by construction (its embedding): the probe must read it."""
+    lines = doc_lines(48, start=100)
+    positive = [f"{line[:25]} [[lambda]]{line[25:]}" for line in lines[:24]]
+    negative = lines[24:]
+    notice, plot, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), api_name="/probe")
+    assert values["layers"] == LAYERS and (values["n_with"], values["n_without"]) == (24, 48) and values["trusted"]
+    assert max(values["accuracy"]) >= 0.95
+    assert 0.35 <= np.mean(values["shuffled_mean"]) <= values["chance"] + 0.05
+    assert "<svg" in plot and "Best: layer" in notice and "no evidence" not in notice
+
+
+def test_bad_text_gives_a_message(live):
+    client = live.client
+    notice, html, values = client.predict(MODEL, 0, 3, "", api_name="/activations")
+    assert "empty" in notice and html == "" and values == {}
+    long_text = " ".join(doc_lines(30, start=200))
+    notice, _, values = client.predict(MODEL, 0, 3, long_text, api_name="/activations")
+    assert f"exceeded {CAP} tokens and was cut to its first {CAP}" in notice and len(values["token_ids"]) == CAP + 1
+    assert values["truncated"] is True
+    notice, _, values = client.predict("org/unknown", 0, 3, "hello", api_name="/activations")
+    assert "Unknown model" in notice and values["model"] == MODEL
+
+
+def test_a_model_that_cannot_load_turns_live_off_while_browsing_works(live):
+    client = live.client
+    for endpoint, args in (("/activations", (MISSING, 0, 1, "hello")), ("/top_neurons", (MISSING, "hello", 5))):
+        notice, html, values = client.predict(*args, api_name=endpoint)
+        assert "which is not on this machine" in notice and values == {}
+    notice, _, values = client.predict(SYNTHETIC, "a b\nc d", "e f\ng h", "either way", 5, api_name="/find")
+    assert "names no model to load" in notice and values == {}
+    model, layer, neuron, _, page = client.predict(MISSING, 1, 2, api_name="/neuron")
+    assert (model, layer, neuron) == (MISSING, 1, 2) and "neuron 2" in page
+
+
+def test_tiny_unbalanced_and_long_lists_get_clear_messages(live):
+    client = live.client
+    notice, _, values = client.predict(MODEL, "one text", "another text\nand more", "higher with the feature", 5, api_name="/find")
+    assert "Too few texts for the finder: 1 samples with the feature and 2 without" in notice and values == {}
+    notice, _, values = client.predict(MODEL, "\n".join(doc_lines(3)), "\n".join(doc_lines(3, 5)), api_name="/probe")
+    assert "Too few texts for the probe" in notice and values == {}
+    notice, _, values = client.predict(MODEL, "\n".join(doc_lines(2)), "\n".join(doc_lines(9, 5)), "higher with the feature", 5, api_name="/find")
+    assert "unbalanced (2 samples with the feature, 9 without)" in notice and "coarse steps" in notice and values["top"]
+    notice, _, values = client.predict(MODEL, "\n".join(doc_lines(70)), "\n".join(doc_lines(5, 100)), "either way", 5, api_name="/find")
+    assert "The with-feature list has 70 texts; only the first 64 were used." in notice and len(values["samples"]) == 69
+    notice, _, values = client.predict(MODEL, "no [[", "x\ny", "higher with the feature", 5, api_name="/find")
+    assert "Too few texts" in notice
+
+
+def test_the_model_loads_once_for_every_request(live):
+    assert live.loads.count(str(Path(live.dataset).parent / "model")) == 1
+
+
+def test_concurrent_first_requests_load_the_model_once(tmp_path):
+    dataset, _ = harvested_dataset(tmp_path, "test/concurrent", n_windows=4, n_layers=1, d_mlp=16)
+    catalog = open_sources([str(dataset)])
+    loads: list[str] = []
+
+    def counting_loader(spec: str, device: str, dtype: str):
+        loads.append(spec)
+        return load_model(spec, device, dtype)
+
+    models = LiveModels(loader=counting_loader)
+    loaded: list[object] = []
+    threads = [threading.Thread(target=lambda: loaded.append(models.get(catalog.models["test/concurrent"]))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len(loaded) == 6 and all(model is loaded[0] for model in loaded)
