@@ -6,6 +6,7 @@ interrupted build resumes from its checkpoint; a corrupt cache is rebuilt, never
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -28,16 +29,15 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "neuroscope"
 
 
-def _is_intact(folder: Path) -> bool:
-    """A finished dataset whose every Parquet footer reads: cheap enough to check on every launch."""
-    if not (folder / fmt.MANIFEST_FILE).is_file():
-        return False
+def _is_finished(folder: Path, windows: int) -> bool:
+    """A finished build of these many windows whose every Parquet footer reads: cheap enough for every launch."""
     try:
+        manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text())
         for path in folder.glob("data/*/*.parquet"):
             pq.ParquetFile(path).metadata
-    except Exception:  # noqa: BLE001 - any unreadable footer means the cache cannot be trusted
+    except Exception:  # noqa: BLE001 - anything unreadable means the cache cannot be trusted
         return False
-    return True
+    return manifest["corpus"]["windows"] == windows
 
 
 def default_source(cache: Path | None = None, tokens: int | None = None) -> Path:
@@ -46,10 +46,12 @@ def default_source(cache: Path | None = None, tokens: int | None = None) -> Path
     tokens = tokens or int(os.environ.get("NEUROSCOPE_DEFAULT_TOKENS", DEFAULT_TOKENS))
     out = root / "datasets" / DATASET_NAME
     manifest = out / fmt.MANIFEST_FILE
-    if manifest.is_file() and not _is_intact(out):
-        print(f"the cached default dataset in {out} is damaged: rebuilding it", file=sys.stderr)
+    if _is_finished(out, tokens // DEFAULT_WINDOW):
+        return out
+    if manifest.is_file():
+        print(f"the cached default dataset in {out} is damaged or stale: rebuilding it", file=sys.stderr)
         shutil.rmtree(out)
-    elif not manifest.is_file():
+    else:
         state = "resuming the interrupted build of" if out.exists() else "building (once, a few minutes)"
         print(f"{state} the default dataset: SmolLM2-135M over {PYTHON_DOCS}, {tokens:,} tokens, in {out}", file=sys.stderr)
     model = export_smollm2(root / "models" / "smollm2-135m-instruct")

@@ -125,7 +125,7 @@ def test_interrupted_first_build_resumes_and_a_damaged_cache_is_rebuilt(cache):
     examples = sorted(dataset.glob("data/examples/*.parquet"))[0]
     examples.write_bytes(examples.read_bytes()[:1000])
     with serving(cache, port) as log:
-        assert "damaged: rebuilding" in log
+        assert "damaged or stale: rebuilding" in log
     assert verify_dataset(str(dataset)) == []
 
 
