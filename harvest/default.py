@@ -35,9 +35,9 @@ def _is_finished(folder: Path, windows: int) -> bool:
         manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text())
         for path in folder.glob("data/*/*.parquet"):
             pq.ParquetFile(path).metadata
+        return manifest["corpus"]["windows"] == windows
     except Exception:  # noqa: BLE001 - anything unreadable means the cache cannot be trusted
         return False
-    return manifest["corpus"]["windows"] == windows
 
 
 def default_source(cache: Path | None = None, tokens: int | None = None) -> Path:
