@@ -122,7 +122,7 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
         find_button = gr.Button("Find neurons", variant="primary", size="sm", elem_id="ns-find")
         probe_button = gr.Button("Probe the residual stream", size="sm", elem_id="ns-probe")
     find_notice = gr.HTML(elem_id="ns-find-notice")
-    find_html = gr.HTML(elem_id="ns-find")
+    find_html = gr.HTML(elem_id="ns-find-results")
     probe_notice = gr.HTML(elem_id="ns-probe-notice")
     probe_html = gr.HTML(elem_id="ns-probe-plot")
     with gr.Accordion("Values (JSON)", open=False):

@@ -1,0 +1,60 @@
+"""The live tabs in Debian's chromium: a `&text=` deep link reproduces the live view; a model that cannot load
+turns the buttons off with its reason while its neuron pages still open."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from space.live_ui import live_tabs
+from space.server import build_app, running
+from space.sources import open_sources
+from test_live_api import harvested_dataset
+from test_space_browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
+from hub_sync.synthetic import write_synthetic_dataset
+
+pytestmark = pytest.mark.slow
+MODEL = "test/browser"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live_browser")
+    dataset, _ = harvested_dataset(root, MODEL, n_windows=8, n_layers=2, d_mlp=16)
+    synthetic = write_synthetic_dataset(root / "synthetic", n_layers=1, d_mlp=8, name="org/synthetic")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running(build_app(open_sources([str(dataset), str(synthetic)]), live_tabs())) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        yield url, page
+        browser.close()
+
+
+def test_text_deep_link_reproduces_the_live_view_and_runs_update_it(site):
+    url, page = site
+    text = "def <b>f</b>(x):\n    return x"
+    page.goto(f"{url}?model={quote(MODEL, safe='')}&layer=1&neuron=5&text={quote(text, safe='')}")
+    page.wait_for_selector("#ns-live-tokens .ns-text .t")
+    assert page.input_value("#ns-live-text textarea") == text
+    assert "L1 N" in page.inner_text("#ns-top-neurons") or "L0 N" in page.inner_text("#ns-top-neurons")
+    shown = "".join(page.locator("#ns-live-tokens .ns-text .t").all_inner_texts())
+    assert shown.replace("↵", "\n").replace("·", " ").endswith("return x") and page.locator("#ns-live-tokens b").count() == 0
+    page.screenshot(path=ARTIFACTS / "live.png", full_page=True)
+    page.fill("#ns-live-text textarea", "while True:\n    pass")
+    page.click("#ns-live-run")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('text') === 'while True:\\n    pass'")
+    assert query(page)["neuron"] == "5"
+    page.wait_for_function("() => document.querySelector('#ns-live-tokens').innerText.includes('pass')")
+
+
+def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(site):
+    url, page = site
+    page.goto(f"{url}?model=org/synthetic&layer=0&neuron=1")
+    page.wait_for_selector(".ns-title")
+    page.get_by_role("tab", name="Live").click()
+    page.wait_for_function("() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')")
+    assert page.locator("#ns-live-run").is_disabled()
+    page.get_by_role("tab", name="Finder & probe").click()
+    assert page.locator("#ns-find").is_disabled() and "names no model" in page.inner_text("#ns-finder-status")
