@@ -1,4 +1,7 @@
-"""`python -m harvest`: find every MLP neuron's max-activating examples and write them as a dataset."""
+"""`python -m harvest`: find every MLP neuron's max-activating examples and write them as a dataset.
+
+`python -m harvest merge PART_DIR... --out DIR` combines the parts of a `--shard` harvest (harvest.merge).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harvest import distributed, merge
 from harvest.checkpoint import CheckpointMismatch, checkpoint_path
 from harvest.corpus import CORPUS_HELP, PYTHON_DOCS, CorpusError, CorpusSpec
 from harvest.models import MODEL_HELP, ModelLoadError
@@ -19,13 +23,23 @@ def _layers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers such as 0,3,5, not {text!r}") from error
 
 
+def _shard(text: str) -> distributed.Slice:
+    try:
+        return distributed.parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harvest",
         description="Run a language model over a corpus and keep, for every MLP neuron "
         "(TransformerLens hook blocks.{layer}.mlp.hook_post), its top-k windows with every token's activation, "
         "a random sample of windows where it fired, its bottom-k windows (gated MLPs) and statistics; "
-        "write them to --out as a Neuroscope dataset (docs/FORMAT.md). Rerunning the same command resumes.",
+        "write them to --out as a Neuroscope dataset (docs/FORMAT.md). Rerunning the same command resumes. "
+        "Under torchrun (torchrun --nproc-per-node G -m harvest ...) the ranks share the windows and rank 0 writes "
+        "the dataset; --shard I/N runs one slice alone, and `python -m harvest merge PART_DIR... --out DIR` "
+        "combines the N parts. Either way the dataset equals a single process's.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help=MODEL_HELP)
@@ -50,10 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=float, default=180.0, help="seconds of work between checkpoints"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="harvest only slice I of N (counted from 0) into --out as a part; "
+        "then `python -m harvest merge PART_DIR... --out DIR` combines all N parts",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:
+        return merge.main(argv[1:])
     args = build_parser().parse_args(argv)
     config = HarvestConfig(
         model=args.model,
@@ -71,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
+        shard=args.shard,
     )
     try:
         out = harvest(config)
@@ -78,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if checkpoint_path(args.out).is_file():
+        if checkpoint_path(distributed.checkpoint_root(args.out, distributed.current_world())).is_file():
             print(f"\ninterrupted: progress saved in {args.out}; run the same command to resume", file=sys.stderr)
         else:
             print("\ninterrupted before any progress was made", file=sys.stderr)
         return 130
-    print(f"dataset written to {out}")
+    if args.shard is not None:
+        print(f"shard {args.shard} written to {out}; `python -m harvest merge` combines it with the others")
+    elif distributed.current_world().rank == 0:
+        print(f"dataset written to {out}")
     return 0
 
 

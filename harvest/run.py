@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import queue
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harvest import checkpoint
+from harvest import checkpoint, distributed
 from harvest.corpus import CorpusError, CorpusSpec, WindowStream, iter_documents
 from harvest.models import HOOK_TEMPLATE, LoadedModel, load_model
 from harvest.results import WindowTokens, layer_examples, layer_neurons
@@ -44,7 +49,23 @@ class HarvestConfig:
     seed: int = 0
     checkpoint_every: float = 180.0
     progress: bool = True
+    shard: distributed.Slice | None = None
     settings_extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: dict, out: Path, device: str = "auto") -> "HarvestConfig":
+        """The config of a recorded run (its `run_settings`), writing to `out`: how merge rebuilds a run."""
+        named = ("model", "tokens", "window", "batch_size", "top_k", "random_k", "bottom_k", "layers", "dtype", "seed")
+        derived = ("corpus", "format_version", "d_mlp")
+        extra = {key: value for key, value in settings.items() if key not in named + derived}
+        return cls(
+            corpus=CorpusSpec(**settings["corpus"]),
+            out=out,
+            device=device,
+            progress=False,
+            settings_extra=extra,
+            **{key: settings[key] for key in named},
+        )
 
     def run_settings(self, model: LoadedModel, layers: list[int], bottom_k: int) -> dict:
         """What decides every number in the dataset: a checkpoint is only resumed under the same settings."""
@@ -90,7 +111,7 @@ def _check_model_fit(config: HarvestConfig, model: LoadedModel) -> list[int]:
     return layers
 
 
-def _check_out_dir(out: Path, run_id: str) -> bool:
+def check_out_dir(out: Path, run_id: str) -> bool:
     """True when `out` already holds this run's finished dataset; refuses a folder holding anything else."""
     manifest_path = out / fmt.MANIFEST_FILE
     has_checkpoint = checkpoint.checkpoint_path(out).parent.exists()
@@ -131,37 +152,75 @@ def _manifest(config: HarvestConfig, model: LoadedModel, layers: list[int], bott
 
 
 class Harvester:
-    """One harvest run: owns the model, the states, the window token store and the checkpoint schedule."""
+    """One harvest run, or one slice of it: owns the model, the states, the window token store and the checkpoints."""
 
-    def __init__(self, config: HarvestConfig, model: LoadedModel, layers: list[int], bottom_k: int, run_id: str):
+    def __init__(
+        self,
+        config: HarvestConfig,
+        model: LoadedModel,
+        layers: list[int],
+        bottom_k: int,
+        run_id: str,
+        part: distributed.Slice = distributed.Slice(0, 1),
+        checkpoint_root: Path | None = None,
+    ):
         self.config = config
         self.model = model
         self.layers = layers
+        self.bottom_k = bottom_k
+        self.part = part
+        self.checkpoint_root = checkpoint_root or config.out
         self.device = next(model.bridge.parameters()).device
-        self.states = {
-            layer: LayerState(
-                layer, model.d_mlp, config.window, config.top_k, config.random_k, bottom_k, config.seed, self.device
-            )
-            for layer in layers
-        }
+        self.states = {layer: self._empty_state(layer) for layer in layers}
         self.tokens = WindowTokens(config.window)
         self.progress = {
             "run_id": run_id,
+            "slice": str(part),
             "windows": 0,
+            "next_window": 0,
             "docs": 0,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
+    def _empty_state(self, layer: int) -> LayerState:
+        config = self.config
+        return LayerState(
+            layer, self.model.d_mlp, config.window, config.top_k, config.random_k, self.bottom_k, config.seed, self.device
+        )
+
     def restore(self, payload: dict) -> None:
+        if payload["progress"]["slice"] != self.progress["slice"]:
+            raise checkpoint.CheckpointMismatch(
+                f"{self.checkpoint_root} holds shard {payload['progress']['slice']} of this run, "
+                f"not {self.progress['slice']}; choose another --out"
+            )
         for layer, tensors in payload["layers"].items():
             self.states[layer].load_state_dict(tensors)
         self.tokens.load_state_dict(payload["tokens"])
         self.progress = payload["progress"]
 
+    def absorb(self, payload: dict) -> None:
+        """Merge another slice's final state (a checkpoint payload) into this one: same run, other windows."""
+        for layer, tensors in payload["layers"].items():
+            self.absorb_layer(layer, tensors)
+        self.absorb_windows(payload["tokens"], payload["progress"])
+
+    def absorb_layer(self, layer: int, tensors: dict[str, torch.Tensor]) -> None:
+        other = self._empty_state(layer)
+        other.load_state_dict(tensors)
+        self.states[layer].absorb(other)
+
+    def absorb_windows(self, tokens: dict[str, np.ndarray], progress: dict) -> None:
+        """The other slice's kept windows' tokens, and its window and document counts."""
+        for index, row in zip(tokens["indices"], tokens["tokens"]):
+            self.tokens.add(int(index), row[None])
+        self.progress["windows"] += progress["windows"]
+        self.progress["docs"] = max(self.progress["docs"], progress["docs"])
+
     def save(self, settings: dict) -> None:
         self._prune_tokens()
         checkpoint.save(
-            self.config.out,
+            self.checkpoint_root,
             {
                 "run_id": self.progress["run_id"],
                 "settings": settings,
@@ -185,18 +244,28 @@ class Harvester:
         return [(HOOK_TEMPLATE.format(layer=layer), hook_for(state)) for layer, state in self.states.items()]
 
     @torch.inference_mode()
-    def process(self, batch: np.ndarray) -> None:
-        first = self.progress["windows"]
-        windows = torch.arange(first, first + len(batch), device=self.device)
-        tokens = torch.from_numpy(batch).to(self.device)
+    def process(self, batch: np.ndarray, first_window: int) -> None:
+        """Run one batch of consecutive windows, the first being stream window `first_window`.
+
+        On CUDA the tokens go through pinned memory and every step is queued without waiting for the device.
+        """
+        windows = torch.arange(first_window, first_window + len(batch), device=self.device)
+        host = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        tokens = host.to(self.device, non_blocking=True)
         self.model.bridge.run_with_hooks(
             tokens, fwd_hooks=self._hooks(windows), stop_at_layer=max(self.layers) + 1, return_type=None
         )
-        self.tokens.add(first, batch)
+        self.tokens.add(first_window, batch)
         self.progress["windows"] += len(batch)
+        self.progress["next_window"] = first_window + len(batch)
         upper_bound = len(self.layers) * self.model.d_mlp * (self.config.top_k + self.config.random_k)
         if self.tokens.needs_prune(upper_bound):
             self._prune_tokens()
+
+    def manifest(self) -> dict:
+        return _manifest(self.config, self.model, self.layers, self.bottom_k, self.progress)
 
     def write(self, manifest: dict) -> None:
         """Layer files first, manifest last; an old manifest goes first so no reader trusts a half-written folder."""
@@ -225,47 +294,135 @@ def _open_windows(config: HarvestConfig, model: LoadedModel) -> WindowStream:
     return WindowStream(iter_documents(config.corpus), model.tokenizer, config.window, model.bos_id, model.eos_id)
 
 
-def harvest(config: HarvestConfig, model: LoadedModel | None = None) -> Path:
-    """Run (or resume, or recognise as done) a harvest into config.out; returns the dataset folder."""
-    _check_settings(config)
-    model = model or load_model(config.model, config.device, config.dtype)
-    layers = _check_model_fit(config, model)
-    bottom_k = config.bottom_k if config.bottom_k is not None else (config.top_k if model.gated else 0)
-    settings = config.run_settings(model, layers, bottom_k)
-    run_id = checkpoint.fingerprint(settings)
-    if _check_out_dir(config.out, run_id):
-        return config.out
-    saved = checkpoint.load(config.out, run_id)
-    stream = _open_windows(config, model)
+_END = object()
 
-    harvester = Harvester(config, model, layers, bottom_k, run_id)
-    if saved:
-        harvester.restore(saved)
+
+def _prefetched(batches: Iterator[distributed.SliceBatch], depth: int = 4) -> Iterator[distributed.SliceBatch]:
+    """`batches` made up to `depth` ahead on a background thread, so tokenizing overlaps the forward pass."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(_END)
+        except Exception as error:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            put(error)
+
+    thread = threading.Thread(target=fill, name="harvest-batches", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
+def _interrupt_after_batch() -> Iterator[None]:
+    """Ctrl-C during a batch takes effect once the batch is done: a half-applied batch must never be saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _run_batches(harvester: Harvester, stream: WindowStream, settings: dict, show_progress: bool) -> None:
+    """Stream the slice's remaining batches through the model; checkpoint every `checkpoint_every` s and on Ctrl-C."""
+    config = harvester.config
     max_windows = config.tokens // config.window if config.tokens else None
-    done = harvester.progress["windows"]
+    total = distributed.slice_windows(harvester.part, max_windows, config.batch_size) if max_windows else None
     bar = tqdm(
-        total=max_windows * config.window if max_windows else None,
-        initial=done * config.window,
+        total=total * config.window if total else None,
+        initial=harvester.progress["windows"] * config.window,
         unit="tok",
         unit_scale=True,
-        desc=f"harvest {model.name}",
-        disable=not config.progress,
+        desc=f"harvest {harvester.model.name}",
+        disable=not show_progress,
     )
+    owned = distributed.owned_batches(
+        stream, harvester.part, config.batch_size, harvester.progress["next_window"], max_windows
+    )
+    batches = _prefetched(owned)
     last_save = time.monotonic()
     try:
-        for batch in stream.batches(config.batch_size, skip_windows=done, max_windows=max_windows):
-            harvester.process(batch)
-            harvester.progress["docs"] = stream.docs_consumed
-            bar.update(batch.size)
+        for batch in batches:
+            with _interrupt_after_batch():
+                harvester.process(batch.tokens, batch.first_window)
+                harvester.progress["docs"] = batch.docs
+            bar.update(batch.tokens.size)
             if time.monotonic() - last_save >= config.checkpoint_every:
                 harvester.save(settings)
                 last_save = time.monotonic()
     except KeyboardInterrupt:
         harvester.save(settings)
-        bar.close()
         raise
-    bar.close()
+    finally:
+        batches.close()
+        bar.close()
+
+
+def harvest(config: HarvestConfig, model: LoadedModel | None = None) -> Path:
+    """Run (or resume, or recognise as done) a harvest into config.out; returns the folder.
+
+    Under torchrun every rank runs its slice and rank 0 writes the merged dataset; with `config.shard`
+    this process runs one slice and leaves a part for `python -m harvest merge`.
+    """
+    _check_settings(config)
+    world = distributed.current_world()
+    if world.size > 1 and config.shard is not None:
+        raise HarvestError("--shard is for independent processes; under torchrun the ranks already share the windows")
+    device = str(next(model.bridge.parameters()).device) if model else distributed.rank_device(world, config.device)
+    with distributed.process_group(world, device):
+        return _harvest_slice(config, model or load_model(config.model, device, config.dtype), world, device)
+
+
+def _harvest_slice(config: HarvestConfig, model: LoadedModel, world: distributed.World, device: str) -> Path:
+    layers = _check_model_fit(config, model)
+    bottom_k = config.bottom_k if config.bottom_k is not None else (config.top_k if model.gated else 0)
+    settings = config.run_settings(model, layers, bottom_k)
+    run_id = checkpoint.fingerprint(settings)
+    done = check_out_dir(config.out, run_id)
+    if config.shard is not None:
+        done = distributed.part_finished(config.out, run_id, config.shard)
+    distributed.check_checkpoints(config.out, world)
+    if distributed.main_decides(done, world, device):
+        return config.out
+    root = distributed.checkpoint_root(config.out, world)
+    saved = checkpoint.load(root, run_id)
+    stream = _open_windows(config, model)
+
+    harvester = Harvester(config, model, layers, bottom_k, run_id, config.shard or world.slice, root)
+    if saved:
+        harvester.restore(saved)
+    _run_batches(harvester, stream, settings, show_progress=config.progress and world.rank == 0)
     harvester.save(settings)
-    harvester.write(_manifest(config, model, layers, bottom_k, harvester.progress))
-    checkpoint.remove(config.out)
+    if config.shard is not None:
+        distributed.write_part_record(config.out, config.shard, settings, harvester.progress, CODE_VERSION)
+        return config.out
+    distributed.reduce_to_main(harvester, world)
+    if world.rank == 0:
+        harvester.write(harvester.manifest())
+    distributed.remove_checkpoints(config.out, world)
     return config.out
