@@ -19,7 +19,7 @@ from space.live_texts import EncodedText, Sample
 
 RESIDUAL_HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 BATCH_TEXTS = 16
-CACHED_TEXTS = 4
+CACHED_TEXTS = 2  # one text's activations of every layer: ~24 MB for SmolLM2-135M, ~160 MB for GPT-2 XL
 
 
 def _device(model: LoadedModel) -> torch.device:

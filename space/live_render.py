@@ -42,11 +42,12 @@ def number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def live_tokens_html(tokens: list[str], values: np.ndarray, scale: float) -> str:
+def live_tokens_html(ref: NeuronRef, tokens: list[str], values: np.ndarray, scale: float) -> str:
     """The text's tokens coloured on the neuron's dataset scale; the peak after BOS outlined, values on hover."""
     peak = int(np.argmax(values[1:])) + 1 if len(values) > 1 else 0
     body = "".join(token_html(token, float(value), scale, position == peak) for position, (token, value) in enumerate(zip(tokens, values)))
-    note = f'<p class="ns-muted">Colour scale: ±{scale:.3g}, this neuron\'s dataset scale. Hover a token for its value.</p>'
+    title = f"{escape(ref.model, quote=True)} · {neuron_link(ref.model, ref.layer, ref.neuron)}"
+    note = f'<p class="ns-muted">{title}. Colour scale: ±{scale:.3g}, this neuron\'s dataset scale. Hover a token for its value.</p>'
     return f'{note}<div class="ns-text">{body}</div>'
 
 

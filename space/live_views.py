@@ -78,7 +78,7 @@ def _model_ref(context: LiveContext, model: object, messages: list[str]) -> Neur
     ref, resolved = resolve(context.catalog, model, None, None)
     if ref is None:
         raise LiveUnavailable("No dataset is available.")
-    messages += [message for message in resolved if message.startswith("Unknown model")]
+    messages += resolved  # layer and neuron are not given, so every message is about the model
     return ref
 
 
@@ -99,7 +99,7 @@ def activations_view(context: LiveContext, model: object, layer: object, neuron:
         "model": ref.model, "layer": ref.layer, "neuron": ref.neuron, "token_ids": encoded.token_ids, "tokens": encoded.tokens,
         "activations": [float(value) for value in values], "scale": scale, "truncated": encoded.truncated,
     }
-    return message_html(messages), live_tokens_html(encoded.tokens, values, scale), result
+    return message_html(messages), live_tokens_html(ref, encoded.tokens, values, scale), result
 
 
 def dataset_maxima(dataset: NeuronDataset) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from space.live_probe import ProbeDataError, held_out_accuracy, logistic_decisions, consistent_grams, probe, standardised_folds
+from space.live_probe import ProbeDataError, consistent_grams, held_out_accuracy, logistic_decisions, probe, standardised_folds
 from space.live_stats import DIRECTIONS, Separation, auroc, cohens_d, descending_order, separation_order
 from space.live_texts import strip_marks
 
@@ -96,3 +96,17 @@ def test_probe_refuses_too_little_data():
 def test_marked_spans_are_stripped_with_their_positions():
     assert strip_marks("a [[big]] cat [[sat]]") == ("a big cat sat", [(2, 5), (10, 13)])
     assert strip_marks("no marks [[ here") == ("no marks [[ here", [])
+
+
+def test_gpu_wrapper_returns_the_function_itself_off_zero_gpu(monkeypatch):
+    """`spaces.GPU` is imported for real; without SPACES_ZERO_GPU it must not wrap (no ZeroGPU client calls)."""
+    import spaces.config
+
+    from space.live_model import gpu
+
+    monkeypatch.setattr(spaces.config.Config, "zero_gpu", False)
+
+    def forward() -> int:
+        return 1
+
+    assert gpu(60)(forward) is forward
