@@ -329,7 +329,7 @@ def _prefetched(batches: Iterator[distributed.SliceBatch], depth: int = 4) -> It
             yield item
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=5)  # a thread stuck on a slow corpus read is a daemon: it cannot keep the process up
 
 
 @contextmanager
