@@ -99,6 +99,12 @@ def test_first_launch_builds_the_default_and_serves_real_neurons(cache):
         assert (model, layer, neuron) == ("HuggingFaceTB/SmolLM2-135M-Instruct", 5, 100)
         assert "top" in page.lower() and "<script" not in page
 
+        notice, html, values = client.predict(
+            "HuggingFaceTB/SmolLM2-135M-Instruct", 5, 100, "def add(a, b):\n    return a + b", api_name="/activations"
+        )
+        assert notice == "" and len(values["activations"]) == len(values["token_ids"]) > 5
+        assert "return" in "".join(values["tokens"]) and "title=" in html
+
     with serving(cache, port, timeout=120) as log:
         assert "building" not in log and "resuming" not in log
 
