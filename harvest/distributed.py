@@ -157,7 +157,8 @@ def check_checkpoints(out: Path, world: World) -> None:
         )
     if world.size > 1 and checkpoint.checkpoint_path(out).is_file():
         raise checkpoint.CheckpointMismatch(
-            f"{out} holds the checkpoint of a single-process harvest; resume it without torchrun, or choose another --out"
+            f"{out} holds the checkpoint of a single-process harvest; "
+            "resume it without torchrun, or choose another --out"
         )
     if world.size > 1 and sizes - {world.size}:
         raise checkpoint.CheckpointMismatch(
@@ -260,7 +261,9 @@ def part_finished(out: Path, run_id: str, shard: Slice) -> bool:
     return True
 
 
-def state_bytes(n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, activation_bytes: int) -> int:
+def state_bytes(
+    n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, activation_bytes: int
+) -> int:
     """Bytes of the harvest state every rank holds on its device (selection.LayerState, all layers).
 
     Per kept slot: key float64, window int64, score float32, position int64 and `window` activations
@@ -272,7 +275,9 @@ def state_bytes(n_layers: int, d_mlp: int, window: int, top_k: int, random_k: in
     return n_layers * (d_mlp * per_neuron + 8 + 4 * len(HISTOGRAM_EDGES))
 
 
-def token_store_bytes(n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, windows: int) -> int:
+def token_store_bytes(
+    n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, windows: int
+) -> int:
     """Upper bound of the host bytes of the kept windows' token ids (results.WindowTokens, int64, after pruning).
 
     No more windows than the corpus has, nor than there are kept slots; the checkpoint adds this to state_bytes.

@@ -34,7 +34,9 @@ def read_part(folder: Path) -> Part:
     record = distributed.read_part_record(folder)
     if record is None:
         if checkpoint.checkpoint_path(folder).is_file():
-            raise MergeError(f"{folder} is an unfinished shard: rerun its `python -m harvest --shard` command to finish it")
+            raise MergeError(
+                f"{folder} is an unfinished shard: rerun its `python -m harvest --shard` command to finish it"
+            )
         raise MergeError(
             f"{folder} holds no harvest part ({distributed.PART_FILE} is missing): "
             "pass the --out folders of `python -m harvest --shard I/N` runs"

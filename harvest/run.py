@@ -183,10 +183,8 @@ class Harvester:
         }
 
     def _empty_state(self, layer: int) -> LayerState:
-        config = self.config
-        return LayerState(
-            layer, self.model.d_mlp, config.window, config.top_k, config.random_k, self.bottom_k, config.seed, self.device
-        )
+        c = self.config
+        return LayerState(layer, self.model.d_mlp, c.window, c.top_k, c.random_k, self.bottom_k, c.seed, self.device)
 
     def restore(self, payload: dict) -> None:
         if payload["progress"]["slice"] != self.progress["slice"]:
