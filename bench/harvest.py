@@ -74,8 +74,10 @@ def streaming_harvest(model, args, batches: list[np.ndarray], out: Path) -> floa
     """The per-batch work alone (forward with hooks and every state update), without the final write."""
     harvester = Harvester(harvest_config(model, args, out), model, list(range(model.n_layers)), 0, "bench")
     start = time.perf_counter()
+    first_window = 0
     for batch in batches:
-        harvester.process(batch)
+        harvester.process(batch, first_window)
+        first_window += len(batch)
     synchronize(args.device)
     return time.perf_counter() - start
 
