@@ -114,9 +114,10 @@ def naive_harvest(model, batches: list[np.ndarray], device: str) -> float:
     return time.perf_counter() - start
 
 
+# VmHWM is the peak RSS of this process image; ru_maxrss would carry over the parent's peak through fork + exec.
 PEAK_RSS_CHILD = (
-    "import resource, sys; from harvest.__main__ import main; code = main(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
+    "import sys; from harvest.__main__ import main; code = main(sys.argv[1:]); "
+    "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))); sys.exit(code)"
 )
 
 

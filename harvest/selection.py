@@ -8,12 +8,13 @@ states merge exactly.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
 
-from hub_sync.format import HISTOGRAM_EDGES
+from hub_sync.format import HISTOGRAM_EDGES, ZERO_EDGE
 
 EMPTY_WINDOW = torch.iinfo(torch.int64).max
 _MASK64 = (1 << 64) - 1
@@ -114,6 +115,22 @@ class Kept:
         return torch.isfinite(self.keys) & (self.windows != EMPTY_WINDOW)
 
 
+@functools.lru_cache(maxsize=None)
+def histogram_bins_of_prefixes(device: str) -> torch.Tensor:
+    """Histogram bin of every float32 by its top 16 bits (its bfloat16 prefix), as an int32 table of 65,536.
+
+    A bin holds edges[i-1] <= v < edges[i] for v > 0 and edges[i-1] < v <= edges[i] for v <= 0: with
+    bfloat16 edges, all float32 values sharing a prefix (truncated towards zero) land in one bin, so a
+    table lookup bins exactly what a search over the edges would. One table per device, shared by all layers.
+    """
+    prefixes = torch.arange(1 << 16, dtype=torch.int32, device=device)
+    values = (prefixes << 16).view(torch.float32)
+    edges = torch.tensor(HISTOGRAM_EDGES, dtype=torch.float32, device=device)
+    above_zero = torch.bucketize(values, edges, right=True, out_int32=True)
+    at_or_below_zero = torch.bucketize(values, edges, right=False, out_int32=True)
+    return torch.where(values > 0, above_zero, at_or_below_zero)
+
+
 @dataclass
 class Stats:
     """Running per-neuron statistics over every non-BOS token."""
@@ -134,7 +151,7 @@ class Stats:
             n_tokens=torch.zeros((), dtype=torch.int64, device=device),
         )
 
-    def add(self, acts: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, edges: torch.Tensor) -> None:
+    def add(self, acts: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, bin_of_prefix: torch.Tensor) -> None:
         """acts: [batch, window, d_mlp] float32 with BOS at position 0; window_max/min: [batch, d_mlp] without BOS.
 
         Density is not counted here: it is the histogram's mass above zero. BOS activations go to a discarded
@@ -147,7 +164,8 @@ class Stats:
         all_positions = (ones @ acts.reshape(batch * window, d_mlp))[0]
         self.sum += (all_positions - acts[:, 0, :].sum(dim=0)).double()
         self.n_tokens += batch * (window - 1)
-        bins = torch.bucketize(acts, edges, out_int32=True) * d_mlp
+        prefixes = (acts.contiguous().view(torch.int32) >> 16) & 0xFFFF
+        bins = bin_of_prefix.index_select(0, prefixes.reshape(-1)).view(batch, window, d_mlp) * d_mlp
         bins += torch.arange(d_mlp, device=acts.device, dtype=torch.int32)
         discard = self.histogram.numel()
         bins[:, 0, :] = discard
@@ -156,7 +174,7 @@ class Stats:
 
     def positive(self) -> torch.Tensor:
         """How many tokens had activation > 0: the histogram bins above the zero edge."""
-        return self.histogram[:, HISTOGRAM_EDGES.index(0.0) + 1 :].sum(dim=1)
+        return self.histogram[:, ZERO_EDGE + 1 :].sum(dim=1)
 
     def absorb(self, other: "Stats") -> None:
         torch.maximum(self.max, other.max, out=self.max)
@@ -182,7 +200,7 @@ class LayerState:
             "bottom": Kept.empty(d_mlp, bottom_k, window, device),
         }
         self.stats = Stats.empty(d_mlp, device)
-        self.edges = torch.tensor(HISTOGRAM_EDGES, dtype=torch.float32, device=device)
+        self.bin_of_prefix = histogram_bins_of_prefixes(str(torch.device(device)))
 
     def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
         """acts: [batch, window, d_mlp] from `blocks.{layer}.mlp.hook_post`; windows: [batch] indices."""
@@ -213,7 +231,7 @@ class LayerState:
             self.kept["bottom"].offer(
                 bottom_scores.double(), window_grid, bottom_scores, bottom_positions.T + 1, activations_of
             )
-        self.stats.add(acts, top_values, bottom_values, self.edges)
+        self.stats.add(acts, top_values, bottom_values, self.bin_of_prefix)
 
     def absorb(self, other: "LayerState") -> None:
         for kind in self.KINDS:
@@ -232,7 +250,7 @@ class LayerState:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         for f in fields(Stats):
-            setattr(self.stats, f.name, tensors[f"stats.{f.name}"].to(self.edges.device))
+            setattr(self.stats, f.name, tensors[f"stats.{f.name}"].to(self.bin_of_prefix.device))
         for kind, kept in self.kept.items():
             for f in fields(Kept):
-                setattr(kept, f.name, tensors[f"{kind}.{f.name}"].to(self.edges.device))
+                setattr(kept, f.name, tensors[f"{kind}.{f.name}"].to(self.bin_of_prefix.device))

@@ -62,7 +62,8 @@ def reference_neuron(acts: np.ndarray, neuron: int, layer: int, k: tuple[int, in
     firing = windows[scores > 0]
     random = firing[np.lexsort((firing, keys[firing]))][:random_k]
     values = body.reshape(-1)
-    bins = np.searchsorted(np.array(HISTOGRAM_EDGES), values, side="left")
+    edges = np.array(HISTOGRAM_EDGES)
+    bins = np.where(values > 0, np.searchsorted(edges, values, side="right"), np.searchsorted(edges, values, side="left"))
     return NeuronReference(
         top=top,
         random=random,

@@ -112,11 +112,10 @@ def test_bad_shard_on_the_command_line(model_folder, tmp_path):
 @pytest.mark.parametrize("top_k,random_k,bottom_k,window", [(20, 10, 0, 128), (4, 3, 2, 24), (1, 0, 5, 7)])
 def test_state_bytes_is_the_allocated_state(top_k, random_k, bottom_k, window):
     d_mlp, n_layers = 48, 3
-    allocated = 0
-    for layer in range(n_layers):
-        state = LayerState(layer, d_mlp, window, top_k, random_k, bottom_k, 0, "cpu")
-        tensors = [*state.state_dict().values(), state.edges]
-        allocated += sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    states = [LayerState(layer, d_mlp, window, top_k, random_k, bottom_k, 0, "cpu") for layer in range(n_layers)]
+    tensors = [tensor for state in states for tensor in state.state_dict().values()]
+    shared = {state.bin_of_prefix.data_ptr(): state.bin_of_prefix for state in states}
+    allocated = sum(tensor.numel() * tensor.element_size() for tensor in [*tensors, *shared.values()])
     activation_bytes = torch.finfo(activation_dtype("cpu")).bits // 8
     assert distributed.state_bytes(n_layers, d_mlp, window, top_k, random_k, bottom_k, activation_bytes) == allocated
 
