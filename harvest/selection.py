@@ -80,13 +80,14 @@ class Kept:
         keys: torch.Tensor,
         windows: torch.Tensor,
         scores: torch.Tensor,
-        positions: torch.Tensor,
+        positions_of: Callable[[torch.Tensor], torch.Tensor],
         activations_of: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
         """Merge candidates ([d_mlp, n] each) into the kept set.
 
         Only neurons with a candidate at least as good as their current k-th example are touched;
-        `activations_of(rows)` gives those neurons' candidate activations [len(rows), n, window].
+        `positions_of(rows)` [len(rows), n] and `activations_of(rows)` [len(rows), n, window] give those
+        neurons' candidate score positions and activations, so nothing is computed for the others.
         """
         k = self.keys.shape[1]
         if k == 0:
@@ -102,13 +103,15 @@ class Kept:
         self.keys[rows] = all_keys.gather(1, chosen)
         self.windows[rows] = all_windows.gather(1, chosen)
         self.scores[rows] = torch.cat([self.scores[rows], scores[rows].float()], dim=1).gather(1, chosen)
-        self.positions[rows] = torch.cat([self.positions[rows], positions[rows]], dim=1).gather(1, chosen)
+        self.positions[rows] = torch.cat([self.positions[rows], positions_of(rows)], dim=1).gather(1, chosen)
         candidates = torch.cat([self.activations[rows], activations_of(rows).to(self.activations.dtype)], dim=1)
         self.activations[rows] = candidates.gather(1, chosen[:, :, None].expand(-1, -1, candidates.shape[2]))
 
     def absorb(self, other: "Kept") -> None:
         """Merge another state's kept set (from another shard or rank) into this one."""
-        self.offer(other.keys, other.windows, other.scores, other.positions, lambda rows: other.activations[rows])
+        self.offer(
+            other.keys, other.windows, other.scores, lambda rows: other.positions[rows], lambda rows: other.activations[rows]
+        )
 
     def filled(self) -> torch.Tensor:
         """[d_mlp, k] bool: which slots hold a real window."""
@@ -212,10 +215,16 @@ class LayerState:
         def activations_of(rows: torch.Tensor) -> torch.Tensor:
             return acts[:, :, rows].permute(2, 0, 1)
 
-        top_values, top_positions = body.max(dim=1)
-        bottom_values, bottom_positions = body.min(dim=1)
+        def peaks_of(rows: torch.Tensor) -> torch.Tensor:
+            return body[:, :, rows].argmax(dim=1).T + 1
+
+        def troughs_of(rows: torch.Tensor) -> torch.Tensor:
+            return body[:, :, rows].argmin(dim=1).T + 1
+
+        top_values = body.amax(dim=1)
+        bottom_values = body.amin(dim=1)
         top_scores = top_values.T
-        self.kept["top"].offer(-top_scores.double(), window_grid, top_scores, top_positions.T + 1, activations_of)
+        self.kept["top"].offer(-top_scores.double(), window_grid, top_scores, peaks_of, activations_of)
         if self.kept["random"].keys.shape[1]:
             fired = top_scores > 0
             keys = sample_keys(self.seed, self.layer, windows, d_mlp).T
@@ -223,14 +232,12 @@ class LayerState:
                 torch.where(fired, keys, float("inf")),
                 torch.where(fired, window_grid, EMPTY_WINDOW),
                 top_scores,
-                top_positions.T + 1,
+                peaks_of,
                 activations_of,
             )
         if self.kept["bottom"].keys.shape[1]:
             bottom_scores = bottom_values.T
-            self.kept["bottom"].offer(
-                bottom_scores.double(), window_grid, bottom_scores, bottom_positions.T + 1, activations_of
-            )
+            self.kept["bottom"].offer(bottom_scores.double(), window_grid, bottom_scores, troughs_of, activations_of)
         self.stats.add(acts, top_values, bottom_values, self.bin_of_prefix)
 
     def absorb(self, other: "LayerState") -> None:
