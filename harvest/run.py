@@ -347,7 +347,7 @@ def _interrupt_after_batch() -> Iterator[None]:
 
 
 def _run_batches(harvester: Harvester, stream: WindowStream, settings: dict, show_progress: bool) -> None:
-    """Stream the slice's remaining batches through the model; checkpoint every `checkpoint_every` s and on Ctrl-C."""
+    """Stream the slice's remaining batches through the model; checkpoint every `checkpoint_every` s."""
     config = harvester.config
     max_windows = config.tokens // config.window if config.tokens else None
     total = distributed.slice_windows(harvester.part, max_windows, config.batch_size) if max_windows else None
@@ -373,9 +373,6 @@ def _run_batches(harvester: Harvester, stream: WindowStream, settings: dict, sho
             if time.monotonic() - last_save >= config.checkpoint_every:
                 harvester.save(settings)
                 last_save = time.monotonic()
-    except KeyboardInterrupt:
-        harvester.save(settings)
-        raise
     finally:
         batches.close()
         bar.close()
@@ -414,7 +411,11 @@ def _harvest_slice(config: HarvestConfig, model: LoadedModel, world: distributed
     harvester = Harvester(config, model, layers, bottom_k, run_id, config.shard or world.slice, root)
     if saved:
         harvester.restore(saved)
-    _run_batches(harvester, stream, settings, show_progress=config.progress and world.rank == 0)
+    try:
+        _run_batches(harvester, stream, settings, show_progress=config.progress and world.rank == 0)
+    except KeyboardInterrupt:
+        harvester.save(settings)  # wherever in the loop Ctrl-C lands, only whole batches have been applied
+        raise
     harvester.save(settings)
     if config.shard is not None:
         distributed.write_part_record(config.out, config.shard, settings, harvester.progress, CODE_VERSION)
