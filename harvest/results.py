@@ -48,7 +48,8 @@ class WindowTokens:
 
 def layer_examples(state: LayerState, tokens: WindowTokens) -> LayerExamples:
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("neuron", "kind", "rank", "score", "position", "window", "acts")}
-    for kind, kept in state.kept.items():
+    for kind, unranked in state.kept.items():
+        kept = unranked.ranked()
         filled = kept.filled().cpu().numpy()
         neuron, rank = np.nonzero(filled)
         parts["neuron"].append(neuron)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from harvest import cpu_stats
 from hub_sync.format import HISTOGRAM_EDGES, ZERO_EDGE
 
 EMPTY_WINDOW = torch.iinfo(torch.int64).max
@@ -55,9 +56,19 @@ def activation_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
+def _rank_order(keys: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """Per row, the column order by key, ties to the lower window index."""
+    by_window = windows.argsort(dim=1, stable=True)
+    return by_window.gather(1, keys.gather(1, by_window).argsort(dim=1, stable=True))
+
+
 @dataclass
 class Kept:
-    """The k best windows per neuron under one ordering (smallest key first, ties to the lower window)."""
+    """The k best windows per neuron under one ordering (smallest key first, ties to the lower window).
+
+    Slots are unordered while a run goes on, so a newcomer is written only into the slot it frees: a
+    batch moves the activations of the windows that enter, not of the whole kept set. `ranked()` sorts.
+    """
 
     keys: torch.Tensor  # [d_mlp, k] float64; +inf marks an empty slot
     windows: torch.Tensor  # [d_mlp, k] int64
@@ -80,37 +91,48 @@ class Kept:
         keys: torch.Tensor,
         windows: torch.Tensor,
         scores: torch.Tensor,
-        positions_of: Callable[[torch.Tensor], torch.Tensor],
-        activations_of: Callable[[torch.Tensor], torch.Tensor],
+        entrants: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     ) -> None:
         """Merge candidates ([d_mlp, n] each) into the kept set.
 
-        Only neurons with a candidate at least as good as their current k-th example are touched;
-        `positions_of(rows)` [len(rows), n] and `activations_of(rows)` [len(rows), n, window] give those
-        neurons' candidate score positions and activations, so nothing is computed for the others.
+        `entrants(neurons, columns)` gives the score positions [m] and activations [m, window] of just
+        the m candidates that enter, so nothing is gathered for the others.
         """
         k = self.keys.shape[1]
         if k == 0:
             return
-        rows = (keys.min(dim=1).values <= self.keys[:, -1]).nonzero().squeeze(1)
+        rows = (keys.min(dim=1).values <= self.keys.max(dim=1).values).nonzero().squeeze(1)
         if rows.numel() == 0:
             return
         all_keys = torch.cat([self.keys[rows], keys[rows]], dim=1)
         all_windows = torch.cat([self.windows[rows], windows[rows]], dim=1)
-        by_window = all_windows.argsort(dim=1, stable=True)
-        by_key = all_keys.gather(1, by_window).argsort(dim=1, stable=True)
-        chosen = by_window.gather(1, by_key)[:, :k]
-        self.keys[rows] = all_keys.gather(1, chosen)
-        self.windows[rows] = all_windows.gather(1, chosen)
-        self.scores[rows] = torch.cat([self.scores[rows], scores[rows].float()], dim=1).gather(1, chosen)
-        self.positions[rows] = torch.cat([self.positions[rows], positions_of(rows)], dim=1).gather(1, chosen)
-        candidates = torch.cat([self.activations[rows], activations_of(rows).to(self.activations.dtype)], dim=1)
-        self.activations[rows] = candidates.gather(1, chosen[:, :, None].expand(-1, -1, candidates.shape[2]))
+        chosen = torch.zeros_like(all_keys, dtype=torch.bool).scatter_(1, _rank_order(all_keys, all_windows)[:, :k], True)
+        # Per row, as many slots are freed as candidates enter; both lists come out row by row, so they pair up.
+        freed_row, freed_slot = (~chosen[:, :k]).nonzero(as_tuple=True)
+        entering_row, entering_column = chosen[:, k:].nonzero(as_tuple=True)
+        neurons = rows[entering_row]
+        self.keys[neurons, freed_slot] = keys[neurons, entering_column]
+        self.windows[neurons, freed_slot] = windows[neurons, entering_column]
+        self.scores[neurons, freed_slot] = scores[neurons, entering_column].float()
+        positions, activations = entrants(neurons, entering_column)
+        self.positions[neurons, freed_slot] = positions
+        self.activations[neurons, freed_slot] = activations.to(self.activations.dtype)
 
     def absorb(self, other: "Kept") -> None:
         """Merge another state's kept set (from another shard or rank) into this one."""
         self.offer(
-            other.keys, other.windows, other.scores, lambda rows: other.positions[rows], lambda rows: other.activations[rows]
+            other.keys,
+            other.windows,
+            other.scores,
+            lambda neurons, columns: (other.positions[neurons, columns], other.activations[neurons, columns]),
+        )
+
+    def ranked(self) -> "Kept":
+        """A copy with each neuron's slots in rank order (best first, empty slots last)."""
+        order = _rank_order(self.keys, self.windows)
+        return Kept(
+            **{f.name: getattr(self, f.name).gather(1, order) for f in fields(self) if f.name != "activations"},
+            activations=self.activations.gather(1, order[:, :, None].expand_as(self.activations)),
         )
 
     def filled(self) -> torch.Tensor:
@@ -124,7 +146,9 @@ def histogram_bins_of_prefixes(device: str) -> torch.Tensor:
 
     A bin holds edges[i-1] <= v < edges[i] for v > 0 and edges[i-1] < v <= edges[i] for v <= 0: with
     bfloat16 edges, all float32 values sharing a prefix (truncated towards zero) land in one bin, so a
-    table lookup bins exactly what a search over the edges would. One table per device, shared by all layers.
+    table lookup bins exactly what a search over the edges would. The one exception is prefix 0: it holds
+    +0.0 and positive denormals below 2**-133, so callers look those denormals up as prefix 1. One table
+    per device, shared by all layers.
     """
     prefixes = torch.arange(1 << 16, dtype=torch.int32, device=device)
     values = (prefixes << 16).view(torch.float32)
@@ -154,26 +178,39 @@ class Stats:
             n_tokens=torch.zeros((), dtype=torch.int64, device=device),
         )
 
-    def add(self, acts: torch.Tensor, window_max: torch.Tensor, window_min: torch.Tensor, bin_of_prefix: torch.Tensor) -> None:
-        """acts: [batch, window, d_mlp] float32 with BOS at position 0; window_max/min: [batch, d_mlp] without BOS.
+    def add(self, acts: torch.Tensor, bin_of_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Count every non-BOS token of acts [batch, window, d_mlp] float32 (BOS at position 0); return each
+        window's max and min over its non-BOS positions, [batch, d_mlp], which the selections score by.
 
-        Density is not counted here: it is the histogram's mass above zero. BOS activations go to a discarded
-        extra bin rather than being sliced off, which would copy the whole tensor.
+        Density is not counted here: it is the histogram's mass above zero.
         """
         batch, window, d_mlp = acts.shape
+        body = acts[:, 1:, :]
+        window_max, window_min = body.amax(dim=1), body.amin(dim=1)
         torch.maximum(self.max, window_max.amax(dim=0), out=self.max)
         torch.minimum(self.min, window_min.amin(dim=0), out=self.min)
         ones = torch.ones(1, batch * window, device=acts.device, dtype=acts.dtype)
         all_positions = (ones @ acts.reshape(batch * window, d_mlp))[0]
         self.sum += (all_positions - acts[:, 0, :].sum(dim=0)).double()
         self.n_tokens += batch * (window - 1)
-        prefixes = (acts.contiguous().view(torch.int32) >> 16) & 0xFFFF
+        if acts.device.type == "cpu":
+            self.histogram += torch.from_numpy(cpu_stats.histogram_counts(acts.numpy(), bin_of_prefix.numpy(), self.histogram.shape[1]))
+        else:
+            self.histogram += self._histogram_counts(acts, bin_of_prefix)
+        return window_max, window_min
+
+    def _histogram_counts(self, acts: torch.Tensor, bin_of_prefix: torch.Tensor) -> torch.Tensor:
+        """`cpu_stats.histogram_counts` as whole-tensor operations, for GPUs. BOS activations go to a discarded
+        extra bin rather than being sliced off, which would copy the whole tensor."""
+        batch, window, d_mlp = acts.shape
+        bits = acts.contiguous().view(torch.int32)
+        prefixes = (bits >> 16) & 0xFFFF
+        prefixes += (prefixes == 0) & (bits != 0)  # a tiny positive denormal: not +0.0's bin
         bins = bin_of_prefix.index_select(0, prefixes.reshape(-1)).view(batch, window, d_mlp) * d_mlp
         bins += torch.arange(d_mlp, device=acts.device, dtype=torch.int32)
         discard = self.histogram.numel()
         bins[:, 0, :] = discard
-        counts = torch.bincount(bins.reshape(-1), minlength=discard + 1)[:discard]
-        self.histogram += counts.reshape(-1, d_mlp).T
+        return torch.bincount(bins.reshape(-1), minlength=discard + 1)[:discard].reshape(-1, d_mlp).T
 
     def positive(self) -> torch.Tensor:
         """How many tokens had activation > 0: the histogram bins above the zero edge."""
@@ -208,37 +245,31 @@ class LayerState:
     def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
         """acts: [batch, window, d_mlp] from `blocks.{layer}.mlp.hook_post`; windows: [batch] indices."""
         acts = acts.float()
-        body = acts[:, 1:, :]
-        d_mlp = body.shape[2]
+        d_mlp = acts.shape[2]
         window_grid = windows[None, :].expand(d_mlp, -1)
 
-        def activations_of(rows: torch.Tensor) -> torch.Tensor:
-            return acts[:, :, rows].permute(2, 0, 1)
+        def entrants_by(extreme: Callable[..., torch.Tensor]):
+            def entrants(neurons: torch.Tensor, batch_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                examples = acts[batch_rows, :, neurons]
+                return extreme(examples[:, 1:], dim=1) + 1, examples
 
-        def peaks_of(rows: torch.Tensor) -> torch.Tensor:
-            return body[:, :, rows].argmax(dim=1).T + 1
+            return entrants
 
-        def troughs_of(rows: torch.Tensor) -> torch.Tensor:
-            return body[:, :, rows].argmin(dim=1).T + 1
-
-        top_values = body.amax(dim=1)
-        bottom_values = body.amin(dim=1)
-        top_scores = top_values.T
-        self.kept["top"].offer(-top_scores.double(), window_grid, top_scores, peaks_of, activations_of)
+        window_max, window_min = self.stats.add(acts, self.bin_of_prefix)
+        top_scores = window_max.T.contiguous()  # [d_mlp, batch], the layout offer reduces over
+        self.kept["top"].offer(-top_scores.double(), window_grid, top_scores, entrants_by(torch.argmax))
         if self.kept["random"].keys.shape[1]:
             fired = top_scores > 0
-            keys = sample_keys(self.seed, self.layer, windows, d_mlp).T
+            keys = sample_keys(self.seed, self.layer, windows, d_mlp).T.contiguous()
             self.kept["random"].offer(
                 torch.where(fired, keys, float("inf")),
                 torch.where(fired, window_grid, EMPTY_WINDOW),
                 top_scores,
-                peaks_of,
-                activations_of,
+                entrants_by(torch.argmax),
             )
         if self.kept["bottom"].keys.shape[1]:
-            bottom_scores = bottom_values.T
-            self.kept["bottom"].offer(bottom_scores.double(), window_grid, bottom_scores, troughs_of, activations_of)
-        self.stats.add(acts, top_values, bottom_values, self.bin_of_prefix)
+            bottom_scores = window_min.T.contiguous()
+            self.kept["bottom"].offer(bottom_scores.double(), window_grid, bottom_scores, entrants_by(torch.argmin))
 
     def absorb(self, other: "LayerState") -> None:
         for kind in self.KINDS:

@@ -100,3 +100,32 @@ def test_load_dataset_returns_exactly_what_was_harvested(harvested, tmp_path):
     neurons = load_dataset(str(out), "neurons", split="train", cache_dir=str(tmp_path))
     assert neurons.num_rows == 2 * model.d_mlp
     assert sorted(set(neurons["layer"])) == [0, 1]
+
+
+def test_both_histogram_paths_bin_like_a_search_over_the_edges():
+    """The compiled CPU kernel and the tensor version GPUs run count the same bins as a search over the edges,
+    on the edges themselves, their float32 neighbours, zeros of both signs and the extremes; BOS is not counted."""
+    import torch
+
+    from harvest.selection import Stats, histogram_bins_of_prefixes
+    from hub_sync.format import HISTOGRAM_EDGES
+
+    edges = np.array(HISTOGRAM_EDGES, dtype=np.float32)
+    tricky = np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf)),
+                             [0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, 3e38, -3e38, np.inf, -np.inf]]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    d_mlp, window = 16, 9
+    values = np.concatenate([tricky, rng.standard_normal(2000).astype(np.float32) * 10 ** rng.uniform(-4, 3, 2000)])
+    body = rng.choice(values, size=(40, window - 1, d_mlp)).astype(np.float32)
+    acts = np.concatenate([np.full((40, 1, d_mlp), 5.0, dtype=np.float32), body], axis=1)  # BOS: never counted
+
+    flat = body.transpose(2, 0, 1).reshape(d_mlp, -1).astype(np.float64)
+    search = np.where(flat > 0, np.searchsorted(edges, flat, side="right"), np.searchsorted(edges, flat, side="left"))
+    expected = np.stack([np.bincount(row, minlength=len(edges) + 1) for row in search])
+
+    table = histogram_bins_of_prefixes("cpu")
+    on_cpu = Stats.empty(d_mlp, "cpu")
+    on_cpu.add(torch.from_numpy(acts), table)
+    as_tensors = Stats.empty(d_mlp, "cpu")._histogram_counts(torch.from_numpy(acts), table)
+    np.testing.assert_array_equal(on_cpu.histogram.numpy(), expected)
+    np.testing.assert_array_equal(as_tensors.numpy(), expected)
