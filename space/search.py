@@ -1,11 +1,13 @@
 """Keyword search over the tokens where neurons peak, built once from the neuron tables.
 
 The index maps each normalised peak token (lower case, whitespace stripped) to the neurons whose top
-examples peak on it, with counts: one token, many neurons. Examples are never read.
+examples peak on it, with counts: one token, many neurons. A `pri*` keyword takes every token that starts
+with `pri`, a range of the sorted tokens. Examples are never read.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hub_sync.reader import DatasetError
-from space.text import search_key
+from space.text import Keyword
 
 SORT_KEYS = ("max", "density", "peak_concentration", "matches")
 
@@ -77,6 +79,7 @@ class SearchIndex:
     def _build_postings(self, keys: list[pa.Array], parents: list[np.ndarray], counts: list[np.ndarray]) -> None:
         if not keys:
             self._key_ids: dict[str, int] = {}
+            self._sorted_keys: list[str] = []
             self._starts = np.zeros(1, dtype=np.int64)
             self._posting_rows = np.zeros(0, dtype=np.int32)
             self._posting_counts = np.zeros(0, dtype=np.int32)
@@ -85,6 +88,7 @@ class SearchIndex:
         key_ids = encoded.indices.to_numpy()
         order = np.argsort(key_ids, kind="stable").astype(np.int32)
         self._key_ids = {key: i for i, key in enumerate(encoded.dictionary.to_pylist())}
+        self._sorted_keys = sorted(self._key_ids)
         self._starts = np.concatenate([[0], np.cumsum(np.bincount(key_ids, minlength=len(self._key_ids)))])
         self._posting_rows = np.concatenate(parents)[order]
         self._posting_counts = np.concatenate(counts)[order]
@@ -94,17 +98,21 @@ class SearchIndex:
         """How many neurons the index covers."""
         return len(self._rows["neuron"])
 
-    def _matching_rows(self, keyword: str) -> tuple[np.ndarray, np.ndarray]:
+    def _matching_key_ids(self, keyword: Keyword) -> list[int]:
+        if not keyword.prefix:
+            return [self._key_ids[keyword.key]] if keyword.key in self._key_ids else []
+        first = bisect.bisect_left(self._sorted_keys, keyword.key)
+        last = bisect.bisect_left(self._sorted_keys, keyword.key + chr(0x10FFFF))
+        return [self._key_ids[key] for key in self._sorted_keys[first:last]]
+
+    def _matching_rows(self, keyword: Keyword) -> tuple[np.ndarray, np.ndarray]:
         """Rows whose peak tokens match the keyword and the summed counts; every row for an empty keyword."""
-        key = search_key(keyword)
-        if not key:
+        if not keyword.key:
             return np.arange(self.size), np.zeros(self.size, dtype=np.int64)
-        key_id = self._key_ids.get(key)
-        if key_id is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        span = slice(self._starts[key_id], self._starts[key_id + 1])
-        unique_rows, inverse = np.unique(self._posting_rows[span], return_inverse=True)
-        return unique_rows, np.bincount(inverse, weights=self._posting_counts[span]).astype(np.int64)
+        spans = [np.arange(self._starts[i], self._starts[i + 1]) for i in self._matching_key_ids(keyword)]
+        postings = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+        unique_rows, inverse = np.unique(self._posting_rows[postings], return_inverse=True)
+        return unique_rows, np.bincount(inverse, weights=self._posting_counts[postings], minlength=len(unique_rows)).astype(np.int64)
 
     def search(
         self,
@@ -118,7 +126,8 @@ class SearchIndex:
         """Neurons peaking on the keyword, filtered by model and layer range, best first by `sort`."""
         if sort not in SORT_KEYS:
             raise ValueError(f"sort must be one of {SORT_KEYS}, got {sort!r}")
-        rows, matches = self._matching_rows(keyword)
+        pattern = Keyword.parse(keyword)
+        rows, matches = self._matching_rows(pattern)
         keep = np.ones(len(rows), dtype=bool)
         if models:
             wanted = [i for i, name in enumerate(self._model_names) if name in models]
@@ -130,18 +139,17 @@ class SearchIndex:
         rows, matches = rows[keep], matches[keep]
         values = matches if sort == "matches" else self._rows[sort][rows]
         order = np.lexsort((rows, -values.astype(np.float64)))[:limit]
-        key = search_key(keyword)
-        hits = [self._hit(int(rows[i]), int(matches[i]), key) for i in order]
+        hits = [self._hit(int(rows[i]), int(matches[i]), pattern) for i in order]
         return SearchResult(total=len(rows), hits=hits)
 
-    def _hit(self, row: int, matches: int, key: str) -> Hit:
+    def _hit(self, row: int, matches: int, keyword: Keyword) -> Hit:
         model = self._model_names[self._rows["model"][row]]
         layer, neuron = int(self._rows["layer"][row]), int(self._rows["neuron"][row])
         record = self._models[model].neurons(layer).slice(neuron, 1).select(["peak_tokens", "peak_token_counts"]).to_pylist()[0]
         tokens = [
             (token, count)
             for token, count in zip(record["peak_tokens"], record["peak_token_counts"])
-            if not key or search_key(token) == key
+            if not keyword.key or keyword.matches(token)
         ]
         return Hit(
             model=model,

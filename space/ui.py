@@ -144,7 +144,7 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
                 page = gr.HTML(elem_id="ns-page")
             with gr.Tab("Search", id="search"):
                 with gr.Row():
-                    keyword_box = gr.Textbox(label="Peak token", placeholder="e.g. the, def, (", scale=3, elem_id="ns-q")
+                    keyword_box = gr.Textbox(label="Peak token", placeholder="e.g. the, def, ( or pri* for every token starting with pri", scale=3, elem_id="ns-q")
                     models_filter = gr.Dropdown(names, multiselect=True, label="Models (all if empty)", scale=2)
                     layer_min = gr.Number(min(all_layers, default=0), label="From layer", precision=0, scale=1)
                     layer_max = gr.Number(max(all_layers, default=0), label="To layer", precision=0, scale=1)

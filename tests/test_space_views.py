@@ -13,7 +13,7 @@ from hub_sync import format as fmt
 from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
 from space.links import NeuronRef, resolve, resolve_query, step
 from space.sources import open_sources, sources_from_env
-from space.text import search_key, visible_token
+from space.text import visible_token
 from space.views import neuron_view, search_view
 
 
@@ -100,6 +100,15 @@ def test_step_crosses_layers_and_wraps(catalog):
     assert step(catalog, NeuronRef("org/plain", 0, 0), -1) == NeuronRef("org/plain", 1, 23)
 
 
+def token_matches(token: str, keyword: str) -> bool:
+    """The documented rule, written out: case and surrounding spaces ignored; a trailing `*` after other
+    characters matches every token starting with what precedes it."""
+    token, keyword = token.strip().lower(), keyword.strip().lower()
+    if len(keyword) > 1 and keyword.endswith("*") and keyword.strip("*"):
+        return token.startswith(keyword[:-1])
+    return token == keyword
+
+
 def brute_force_search(catalog, keyword: str, layer_min: int, layer_max: int) -> list[tuple[str, int, int, float]]:
     """Every (model, layer, neuron, max) whose peak tokens match, read straight from the Parquet files."""
     found = []
@@ -108,12 +117,12 @@ def brute_force_search(catalog, keyword: str, layer_min: int, layer_max: int) ->
             if not layer_min <= layer <= layer_max:
                 continue
             for row in pq.read_table(Path(dataset.source) / fmt.neurons_path(layer)).to_pylist():
-                if any(token.strip().lower() == search_key(keyword) for token in row["peak_tokens"]):
+                if any(token_matches(token, keyword) for token in row["peak_tokens"]):
                     found.append((name, layer, row["neuron"], row["max"]))
     return sorted(found, key=lambda hit: -hit[3])
 
 
-@pytest.mark.parametrize("keyword", ["W7", "  TOK9 ", HOSTILE_TOKENS[1]])
+@pytest.mark.parametrize("keyword", ["W7", "  TOK9 ", HOSTILE_TOKENS[1], "tok1*", "W*", "<*"])
 def test_search_finds_exactly_the_neurons_peaking_on_the_keyword(catalog, keyword):
     expected = brute_force_search(catalog, keyword, 1, 2)
     assert expected, "the hostile dataset's small vocabulary makes every keyword a peak token"
@@ -121,6 +130,14 @@ def test_search_finds_exactly_the_neurons_peaking_on_the_keyword(catalog, keywor
     assert [(m, l, n) for m, l, n, _ in expected] == list(zip(frame["model"], frame["layer"], frame["neuron"]))
     assert f"{len(expected):,} neurons" in notice
     assert frame["matches"].min() >= 1
+
+
+def test_a_prefix_search_takes_more_tokens_than_the_exact_one_and_stars_alone_are_a_token(catalog):
+    exact, prefix = (brute_force_search(catalog, keyword, 0, 9) for keyword in ("tok1", "tok1*"))
+    assert set(exact) < set(prefix), "tok10, tok11, ... peak too"
+    assert all(token_matches(token, "tok1*") for token in ("tok1", "TOK12", " tok1x"))
+    _, frame = search_view(catalog, "*", None, None, None, "max")
+    assert len(frame) == len(brute_force_search(catalog, "*", 0, 9)) < catalog.index.size, "not every neuron"
 
 
 def test_search_sorts_and_filters_by_model(catalog):
