@@ -32,5 +32,5 @@ def histogram_counts(acts: np.ndarray, bin_of_prefix: np.ndarray, bins: int) -> 
     (BOS at position 0); a value's bin is `bin_of_prefix[its top 16 bits]`."""
     bits = np.ascontiguousarray(acts, dtype=np.float32).view(np.uint32)
     counts = np.zeros((bins, bits.shape[2]), dtype=np.int32)  # bin-major: neighbouring neurons share cache lines
-    _count(bits, bin_of_prefix.astype(np.uint8), counts, min(numba.get_num_threads(), bits.shape[2]))
+    _count(bits, bin_of_prefix, counts, min(numba.get_num_threads(), bits.shape[2]))
     return counts.T.astype(np.int64)

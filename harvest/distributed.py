@@ -270,12 +270,12 @@ def state_bytes(
 
     Per kept slot: key float64, window int64, score float32, position int64 and `window` activations
     (float16 on CUDA, float32 on CPU: selection.activation_dtype); per neuron: max, min float32, sum
-    float64 and the histogram's int64 bins; per layer: the token count; once: the int32 table binning float
+    float64 and the histogram's int64 bins; per layer: the token count; once: the uint8 table binning float
     prefixes (selection.histogram_bins_of_prefixes).
     """
     slots = top_k + random_k + bottom_k
     per_neuron = slots * (8 + 8 + 4 + 8 + window * activation_bytes) + 4 + 4 + 8 + 8 * (len(HISTOGRAM_EDGES) + 1)
-    return n_layers * (d_mlp * per_neuron + 8) + 4 * HISTOGRAM_PREFIXES
+    return n_layers * (d_mlp * per_neuron + 8) + HISTOGRAM_PREFIXES
 
 
 def token_store_bytes(

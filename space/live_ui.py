@@ -57,6 +57,17 @@ def count_input(**layout) -> gr.Number:
     return gr.Number(DEFAULT_COUNT, label="Neurons to list", precision=0, minimum=1, maximum=MAX_COUNT, **layout)
 
 
+def html_panes(*element_ids: str) -> list[gr.HTML]:
+    """Output panes, one per element id (the browser tests find them by id)."""
+    return [gr.HTML(elem_id=element_id) for element_id in element_ids]
+
+
+def json_values(*labels: str) -> list[gr.JSON]:
+    """The views' raw values, folded away under the panes: what the API returns, for copying."""
+    with gr.Accordion("Values (JSON)", open=False):
+        return [gr.JSON(label=label) for label in labels]
+
+
 def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
     """Text box, Run, the current neuron's coloured tokens, and the neurons that fire most on the text."""
     gr.HTML(f"<style>{LIVE_CSS}</style>", padding=False)
@@ -66,13 +77,10 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
     with gr.Row():
         run_button = gr.Button("Run", variant="primary", size="sm", elem_id="ns-live-run")
         count_box = count_input()
-    notice = gr.HTML(elem_id="ns-live-notice")
-    tokens = gr.HTML(elem_id="ns-live-tokens")
-    top_notice = gr.HTML(elem_id="ns-top-notice")
-    top_tables = gr.HTML(elem_id="ns-top-neurons")
-    with gr.Accordion("Values (JSON)", open=False):
-        values = gr.JSON(label="activations")
-        top_values = gr.JSON(label="top neurons")
+    notice, tokens, top_notice, top_tables = html_panes(
+        "ns-live-notice", "ns-live-tokens", "ns-top-notice", "ns-top-neurons"
+    )
+    values, top_values = json_values("activations", "top neurons")
 
     def activations(model, layer, neuron, text):
         return activations_view(context, model, layer, neuron, text)
@@ -121,13 +129,10 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     with gr.Row():
         find_button = gr.Button("Find neurons", variant="primary", size="sm", elem_id="ns-find")
         probe_button = gr.Button("Probe the residual stream", size="sm", elem_id="ns-probe")
-    find_notice = gr.HTML(elem_id="ns-find-notice")
-    find_html = gr.HTML(elem_id="ns-find-results")
-    probe_notice = gr.HTML(elem_id="ns-probe-notice")
-    probe_html = gr.HTML(elem_id="ns-probe-plot")
-    with gr.Accordion("Values (JSON)", open=False):
-        find_values = gr.JSON(label="finder")
-        probe_values = gr.JSON(label="probe")
+    find_notice, find_html, probe_notice, probe_html = html_panes(
+        "ns-find-notice", "ns-find-results", "ns-probe-notice", "ns-probe-plot"
+    )
+    find_values, probe_values = json_values("finder", "probe")
 
     def find(model, with_feature, without_feature, direction, count):
         return find_view(context, model, with_feature, without_feature, direction, count)
