@@ -167,7 +167,7 @@ def _own_name(spec: str, target: str, provenance: dict) -> str:
     id or legacy name it was loaded as (TransformerLens aliases resolved)."""
     if "name" in provenance:
         return str(provenance["name"])
-    return Path(spec).resolve().name if Path(spec).is_dir() else target
+    return Path(os.path.abspath(spec)).name if Path(spec).is_dir() else target
 
 
 def resolve_device(device: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,3 +219,17 @@ def test_hub_corpus_streams_through_datasets_and_equals_the_local_file(model_fol
     assert any("tiny-corpus" in request.path for request in hub_server.requests())
     assert outputs["hub"]["tables"] == outputs["local"]["tables"]
     assert outputs["hub"]["manifest"]["corpus"]["name"] == "someone/tiny-corpus"
+
+
+def test_a_model_from_a_local_folder_is_named_after_the_folder_not_its_path(model_folder, tmp_path):
+    """The name the dataset and the Space show is the model's own; the path it was loaded from is its source."""
+    from harvest.config import HarvestConfig
+    from harvest.run import harvest
+    from space.sources import open_sources
+
+    folder = Path(shutil.copytree(model_folder, tmp_path / "tiny-gelu-2l"))
+    config = HarvestConfig(model=str(folder), out=tmp_path / "out", tokens=8 * 24, window=24, batch_size=4,
+                           top_k=2, random_k=1, progress=False)
+    manifest = json.loads((harvest(config) / fmt.MANIFEST_FILE).read_text())
+    assert (manifest["model"]["name"], manifest["model"]["source"]) == ("tiny-gelu-2l", str(folder))
+    assert open_sources([str(tmp_path / "out")]).model_names == ["tiny-gelu-2l"]
