@@ -34,6 +34,9 @@ class World:
         return Slice(self.rank, self.size)
 
 
+SINGLE_PROCESS = World()
+
+
 def current_world() -> World:
     return World(
         rank=int(os.environ.get("RANK", 0)),

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from harvest.batches import Slice, parse_shard
-from harvest.distributed import World, barrier
+from harvest.distributed import SINGLE_PROCESS, World, barrier
 from harvest.plan import utc_now
 from harvest.state import Progress, Snapshot
 from hub_sync import format as fmt
@@ -76,7 +76,7 @@ class PartRecord:
 class RunFolder:
     """One process's view of a run folder: a single process, a torchrun rank, or a `--shard` part."""
 
-    def __init__(self, out: Path, world: World = World(), shard: Slice | None = None):
+    def __init__(self, out: Path, world: World = SINGLE_PROCESS, shard: Slice | None = None):
         self.out = out
         self.world = world
         self.shard = shard
@@ -184,8 +184,17 @@ class RunFolder:
         os.replace(tmp, self.out / PART_FILE)
 
     def part_record(self) -> PartRecord | None:
+        """The finished shard's record; None when the folder holds none."""
         path = self.out / PART_FILE
-        return PartRecord.from_json(json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return PartRecord.from_json(json.loads(path.read_text()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointMismatch(
+                f"{path} is not a readable part record ({type(error).__name__}: {error}); rerun the shard's "
+                "`python -m harvest --shard` command into a new --out"
+            ) from None
 
     def clean_up(self) -> None:
         """After rank 0 wrote the dataset: every rank drops its checkpoint, then rank 0 the folder holding them."""

@@ -176,8 +176,12 @@ def read_footer(files: DatasetFiles, relative: str) -> pq.FileMetaData:
             handle.seek(size - 8 - length)
             tail = handle.read(length + 8 - len(tail)) + tail
         return pq.read_metadata(pa.BufferReader(_PARQUET_MAGIC + tail[-(length + 8) :]))
+    except DatasetError:
+        raise
     except PARQUET_ERRORS as error:
         raise unreadable_parquet(name, error) from None
+    except _HUB_ERRORS as error:
+        raise DatasetError(f"{name}: cannot read ({error})") from None
     finally:
         handle.close()
 
@@ -253,6 +257,8 @@ def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> dict[int, pq.
             checks[folder](files.describe(relative), footer, manifest)
         except DatasetError as error:
             return str(error)
+        except PARQUET_ERRORS as error:  # a footer that parses but describes no readable schema
+            return str(unreadable_parquet(files.describe(relative), error))
         return footer
 
     jobs = [(layer, folder) for layer in manifest.harvest.layers for folder in checks]

@@ -168,6 +168,11 @@ def test_merge_refuses_parts_that_are_not_one_whole_run(parts, model_folder, mod
     (unfinished / PART_FILE).unlink()
     with pytest.raises(MergeError, match="unfinished shard"):
         merge([unfinished, *parts[1:]], out)
+    garbled = tmp_path / "garbled"
+    shutil.copytree(parts[0], garbled)
+    (garbled / PART_FILE).write_text('{"run_id": "x"')
+    with pytest.raises(CheckpointMismatch, match="is not a readable part record"):
+        merge([garbled, *parts[1:]], out)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MergeError, match="holds no harvest part"):
         merge([tmp_path / "empty", *parts[1:]], out)
