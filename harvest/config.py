@@ -21,6 +21,8 @@ class HarvestError(ValueError):
 
 @dataclass
 class HarvestConfig:
+    """Everything a harvest is asked to do (see `python -m harvest --help` for each option)."""
+
     model: str
     out: Path
     corpus: CorpusSpec = field(default_factory=lambda: CorpusSpec(PYTHON_DOCS))

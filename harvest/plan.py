@@ -46,6 +46,8 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class RunPlan:
+    """A config on a loaded model, with the layers and bottom_k it resolves to: what every part of a run reads."""
+
     config: HarvestConfig
     model: LoadedModel
     layers: list[int]
