@@ -205,13 +205,17 @@ def _check_schema(name: str, footer: pq.FileMetaData, schema: pa.Schema, what: s
         raise DatasetError(f"{name}: not format v1 {what}: " + "; ".join(differences))
 
 
-def check_neurons_footer(name: str, footer: pq.FileMetaData, manifest: Manifest) -> None:
+def check_neuron_rows(name: str, rows: int, manifest: Manifest) -> None:
     """A neurons file holds one row per neuron of the manifest's model."""
-    _check_schema(name, footer, fmt.NEURON_SCHEMA, "neuron statistics")
-    if footer.num_rows != manifest.model.d_mlp:
+    if rows != manifest.model.d_mlp:
         raise DatasetError(
-            f"{name}: holds {footer.num_rows} neuron rows, but the manifest's model.d_mlp is {manifest.model.d_mlp}"
+            f"{name}: holds {rows} neuron rows, but the manifest's model.d_mlp is {manifest.model.d_mlp}"
         )
+
+
+def check_neurons_footer(name: str, footer: pq.FileMetaData, manifest: Manifest) -> None:
+    _check_schema(name, footer, fmt.NEURON_SCHEMA, "neuron statistics")
+    check_neuron_rows(name, footer.num_rows, manifest)
 
 
 def check_examples_footer(name: str, footer: pq.FileMetaData, manifest: Manifest) -> None:
@@ -230,12 +234,14 @@ _SHOWN_PROBLEMS = 4
 _FOOTER_READERS = 8
 
 
-def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> dict[int, pq.FileMetaData]:
+def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> dict[int, pq.FileMetaData | None]:
     """Every manifest layer's examples footer, after checking both of its files against the manifest.
 
     This is the cheap check that a source matches its data (listings and footers: a few small ranged reads per
     layer on the Hub, read concurrently), so a mismatch is refused when the source opens, naming the files, instead
-    of failing page by page. Damage inside row groups is found by `verify_dataset` or when a page reads it.
+    of failing page by page. A footer that cannot be read (a damaged file, a failed request) cannot be checked: its
+    layer is left to say so on its own pages (None here) while the other layers serve. Damage inside row groups is
+    found by `verify_dataset` or when a page reads it.
     """
     checks = {fmt.NEURONS_DIR: check_neurons_footer, fmt.EXAMPLES_DIR: check_examples_footer}
     present = {folder: set(files.list_names(folder)) for folder in checks}
@@ -249,11 +255,14 @@ def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> dict[int, pq.
     if missing:
         raise DatasetError(_summary(missing))
 
-    def checked(job: tuple[int, str]) -> pq.FileMetaData | str:
+    def checked(job: tuple[int, str]) -> pq.FileMetaData | str | None:
         layer, folder = job
         relative = f"{folder}/{fmt.layer_file_name(layer)}"
         try:
             footer = read_footer(files, relative)
+        except DatasetError:
+            return None
+        try:
             checks[folder](files.describe(relative), footer, manifest)
         except DatasetError as error:
             return str(error)
@@ -277,7 +286,7 @@ def _summary(problems: list[str]) -> str:
 
 
 class ExamplesFile:
-    """One layer's examples file: its footer (read when the dataset opened), each row group's neurons, a lock."""
+    """One layer's examples file: its footer (checked when the dataset opened), each row group's neurons, a lock."""
 
     def __init__(self, files: DatasetFiles, relative: str, footer: pq.FileMetaData):
         self.name = files.describe(relative)
@@ -348,7 +357,9 @@ class _OnceCache(Generic[K, V]):
 class NeuronDataset:
     """One model's dataset, opened at a fixed revision; layer files are opened on first use."""
 
-    def __init__(self, source: str, files: DatasetFiles, manifest: Manifest, footers: dict[int, pq.FileMetaData]):
+    def __init__(
+        self, source: str, files: DatasetFiles, manifest: Manifest, footers: dict[int, pq.FileMetaData | None]
+    ):
         self.source = source
         self.files = files
         self.revision = files.revision
@@ -357,11 +368,26 @@ class NeuronDataset:
         self.layers: list[int] = sorted(manifest.harvest.layers)
         self.d_mlp: int = manifest.model.d_mlp
         self.histogram_edges: list[float] = manifest.harvest.histogram_edges
-        self._neuron_tables = _OnceCache(lambda layer: read_neuron_table(files, fmt.neurons_path(layer)))
-        self._examples_files = _OnceCache(lambda layer: ExamplesFile(files, fmt.examples_path(layer), footers[layer]))
+        self._footers = footers
+        self._neuron_tables = _OnceCache(self._read_neurons)
+        self._examples_files = _OnceCache(self._open_examples)
 
     def __repr__(self) -> str:
         return f"NeuronDataset({self.name!r}, source={self.source!r}, revision={self.revision!r})"
+
+    def _read_neurons(self, layer: int) -> pa.Table:
+        relative = fmt.neurons_path(layer)
+        table = read_neuron_table(self.files, relative)
+        check_neuron_rows(self.files.describe(relative), table.num_rows, self.manifest)
+        return table
+
+    def _open_examples(self, layer: int) -> ExamplesFile:
+        relative = fmt.examples_path(layer)
+        footer = self._footers[layer]
+        if footer is None:  # unreadable when the dataset opened: read it again, so the page names the damage
+            footer = read_footer(self.files, relative)
+            check_examples_footer(self.files.describe(relative), footer, self.manifest)
+        return ExamplesFile(self.files, relative, footer)
 
     def _check_layer(self, layer: Any) -> int:
         try:
