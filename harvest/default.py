@@ -29,12 +29,13 @@ def cache_root() -> Path:
 
 
 def _is_finished(folder: Path, windows: int) -> bool:
-    """A finished build of these many windows that opens (its files match its manifest, their footers read):
+    """A finished build of these many windows that opens with every footer read and matching its manifest:
     cheap enough for every launch."""
     try:
-        return open_dataset(folder).manifest.corpus.windows == windows
+        dataset = open_dataset(folder)
     except (DatasetError, OSError):  # anything unreadable means the cache cannot be trusted
         return False
+    return not dataset.unreadable_files and dataset.manifest.corpus.windows == windows
 
 
 def default_source(cache: Path | None = None, tokens: int | None = None) -> Path:

@@ -234,13 +234,22 @@ _SHOWN_PROBLEMS = 4
 _FOOTER_READERS = 8
 
 
-def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> dict[int, pq.FileMetaData | None]:
+@dataclass(frozen=True)
+class LayerFooters:
+    """What opening a dataset read of its layer files: each layer's examples footer (None if it could not be read),
+    and every layer file whose footer could not be read, hence not checked."""
+
+    examples: dict[int, pq.FileMetaData | None]
+    unreadable: list[str]
+
+
+def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> LayerFooters:
     """Every manifest layer's examples footer, after checking both of its files against the manifest.
 
     This is the cheap check that a source matches its data (listings and footers: a few small ranged reads per
     layer on the Hub, read concurrently), so a mismatch is refused when the source opens, naming the files, instead
     of failing page by page. A footer that cannot be read (a damaged file, a failed request) cannot be checked: its
-    layer is left to say so on its own pages (None here) while the other layers serve. Damage inside row groups is
+    layer is left to say so on its own pages while the other layers serve. Damage inside row groups is
     found by `verify_dataset` or when a page reads it.
     """
     checks = {fmt.NEURONS_DIR: check_neurons_footer, fmt.EXAMPLES_DIR: check_examples_footer}
@@ -276,7 +285,11 @@ def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> dict[int, pq.
     problems = [result for result in results.values() if isinstance(result, str)]
     if problems:
         raise DatasetError(_summary(problems))
-    return {layer: results[(layer, fmt.EXAMPLES_DIR)] for layer in manifest.harvest.layers}
+    return LayerFooters(
+        examples={layer: results[(layer, fmt.EXAMPLES_DIR)] for layer in manifest.harvest.layers},
+        unreadable=[f"{folder}/{fmt.layer_file_name(layer)}" for (layer, folder), result in results.items()
+                    if result is None],
+    )
 
 
 def _summary(problems: list[str]) -> str:
@@ -357,9 +370,7 @@ class _OnceCache(Generic[K, V]):
 class NeuronDataset:
     """One model's dataset, opened at a fixed revision; layer files are opened on first use."""
 
-    def __init__(
-        self, source: str, files: DatasetFiles, manifest: Manifest, footers: dict[int, pq.FileMetaData | None]
-    ):
+    def __init__(self, source: str, files: DatasetFiles, manifest: Manifest, footers: LayerFooters):
         self.source = source
         self.files = files
         self.revision = files.revision
@@ -368,7 +379,8 @@ class NeuronDataset:
         self.layers: list[int] = sorted(manifest.harvest.layers)
         self.d_mlp: int = manifest.model.d_mlp
         self.histogram_edges: list[float] = manifest.harvest.histogram_edges
-        self._footers = footers
+        self.unreadable_files: list[str] = footers.unreadable  # footers unreadable at open: their pages say why
+        self._footers = footers.examples
         self._neuron_tables = _OnceCache(self._read_neurons)
         self._examples_files = _OnceCache(self._open_examples)
 

@@ -138,6 +138,7 @@ def test_an_unreadable_layer_file_is_named_on_its_pages_and_the_other_layers_ser
     assert f"{relative} (in {copy_dir})" in str(raised.value)
     assert "not a readable Parquet file (truncated or corrupt)" in str(raised.value)
     assert ds.examples(0, 5).num_rows == 10
+    assert ds.unreadable_files == [relative]
 
 
 def test_corrupt_row_group_is_named_in_the_error(copy_dir):
