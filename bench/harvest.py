@@ -26,9 +26,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from harvest.batches import WHOLE  # noqa: E402
+from harvest.config import HarvestConfig  # noqa: E402
 from harvest.corpus import CorpusSpec, WindowStream, iter_documents  # noqa: E402
-from harvest.models import HOOK_TEMPLATE, load_model  # noqa: E402
-from harvest.run import Harvester, HarvestConfig, harvest  # noqa: E402
+from harvest.models import load_model  # noqa: E402
+from harvest.plan import RunPlan  # noqa: E402
+from harvest.run import harvest, process_batch  # noqa: E402
+from harvest.state import HarvestState  # noqa: E402
+from hub_sync.format import MLP_HOOK  # noqa: E402
+
 from tiny_models import native_model  # noqa: E402
 
 TOP_K, RANDOM_K = 20, 10
@@ -42,7 +48,8 @@ def machine() -> str:
 
 
 def corpus_batches(model, window: int, n_windows: int, batch_size: int) -> list[np.ndarray]:
-    stream = WindowStream(iter_documents(CorpusSpec("python-docs")), model.tokenizer, window, model.bos_id, model.eos_id)
+    documents = iter_documents(CorpusSpec("python-docs"))
+    stream = WindowStream(documents, model.tokenizer, window, model.bos_id, model.eos_id)
     return list(stream.batches(batch_size, max_windows=n_windows))
 
 
@@ -72,11 +79,11 @@ def harvest_config(model, args, out: Path) -> HarvestConfig:
 
 def streaming_harvest(model, args, batches: list[np.ndarray], out: Path) -> float:
     """The per-batch work alone (forward with hooks and every state update), without the final write."""
-    harvester = Harvester(harvest_config(model, args, out), model, list(range(model.n_layers)), 0, "bench")
+    state = HarvestState(RunPlan.for_model(harvest_config(model, args, out), model), WHOLE)
     start = time.perf_counter()
     first_window = 0
     for batch in batches:
-        harvester.process(batch, first_window)
+        process_batch(state, batch, first_window, docs=0)
         first_window += len(batch)
     synchronize(args.device)
     return time.perf_counter() - start
@@ -94,7 +101,7 @@ def naive_harvest(model, batches: list[np.ndarray], device: str) -> float:
     """What one writes first: cache every activation, then loop over neurons with numpy."""
     start = time.perf_counter()
     cached: dict[int, list[np.ndarray]] = {layer: [] for layer in range(model.n_layers)}
-    names = {HOOK_TEMPLATE.format(layer=layer): layer for layer in range(model.n_layers)}
+    names = {MLP_HOOK.format(layer=layer): layer for layer in range(model.n_layers)}
     for batch in batches:
         _, cache = model.bridge.run_with_cache(torch.from_numpy(batch).to(device), names_filter=lambda n: n in names)
         for name, layer in names.items():
@@ -167,7 +174,8 @@ def main() -> None:
     print(f"bare forward (same stop_at_layer): {tokens / bare_stop:,.0f} tok/s")
     print(f"bare forward (with logits):        {tokens / bare_full:,.0f} tok/s")
     print(f"harvest, streaming phase:          {tokens / streamed:,.0f} tok/s")
-    print(f"harvest, whole run incl. writing:  {tokens / harvested:,.0f} tok/s ({harvested - streamed:.1f} s fixed cost)")
+    print(f"harvest, whole run incl. writing:  {tokens / harvested:,.0f} tok/s "
+          f"({harvested - streamed:.1f} s fixed cost)")
     print(f"naive harvest (cache all, numpy per neuron): {tokens / naive:,.0f} tok/s")
     print(f"ratio streaming harvest / bare forward (same forward): {bare_stop / streamed:.3f}   (target >= 0.90; "
           f"median of {args.rounds} alternating rounds: {', '.join(f'{b / h:.3f}' for b, h in rounds)})")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hub_sync.manifest import CorpusInfo
+
 PYTHON_DOCS = "python-docs"
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 CORPUS_HELP = (
@@ -35,12 +37,16 @@ class CorpusSpec:
     text_column: str = "text"
     revision: str | None = None
 
-    def manifest_entry(self) -> dict:
+    def manifest_entry(self, docs: int, windows: int, window: int) -> CorpusInfo:
+        """What the dataset says about its corpus, after `docs` documents were cut into `windows` windows."""
+        counts = {"docs": docs, "windows": windows, "tokens": windows * window}
         if self.name == PYTHON_DOCS:
-            return {"name": self.name, "split": None, "text_column": None, "revision": platform.python_version()}
+            return CorpusInfo(name=self.name, revision=platform.python_version(), **counts)
         if Path(self.name).exists():
-            return {"name": Path(self.name).name, "split": None, "text_column": self.text_column, "revision": None}
-        return {"name": self.name, "split": self.split, "text_column": self.text_column, "revision": self.revision}
+            return CorpusInfo(name=Path(self.name).name, text_column=self.text_column, **counts)
+        return CorpusInfo(
+            name=self.name, split=self.split, text_column=self.text_column, revision=self.revision, **counts
+        )
 
 
 def _python_docs() -> Iterator[str]:
@@ -113,7 +119,8 @@ def _hub_documents(spec: CorpusSpec) -> Iterator[str]:
     except KeyError as error:
         raise CorpusError(f"dataset {spec.name} has no column {spec.text_column!r}; pass --text-column") from error
     except Exception as error:  # noqa: BLE001 - datasets raises many kinds for a missing or offline dataset
-        raise CorpusError(f"cannot stream dataset {spec.name!r}: {type(error).__name__}: {error}. {CORPUS_HELP}") from error
+        message = f"cannot stream dataset {spec.name!r}: {type(error).__name__}: {error}. {CORPUS_HELP}"
+        raise CorpusError(message) from error
 
 
 def iter_documents(spec: CorpusSpec) -> Iterator[str]:
@@ -130,7 +137,9 @@ def iter_documents(spec: CorpusSpec) -> Iterator[str]:
 class WindowStream:
     """Cuts documents into BOS-led windows; counts the documents it consumed (for the manifest)."""
 
-    def __init__(self, documents: Iterable[str], tokenizer, window: int, bos_id: int, eos_id: int, docs_per_call: int = 64):
+    def __init__(
+        self, documents: Iterable[str], tokenizer, window: int, bos_id: int, eos_id: int, docs_per_call: int = 64
+    ):
         self.documents = iter(documents)
         self.tokenizer = tokenizer
         self.body = window - 1

@@ -6,18 +6,17 @@ interrupted build resumes from its checkpoint; a corrupt cache is rebuilt, never
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from harvest.config import HarvestConfig
 from harvest.corpus import PYTHON_DOCS, CorpusSpec
-from harvest.run import HarvestConfig, harvest
+from harvest.run import harvest
 from harvest.smollm2 import export_smollm2
 from hub_sync import format as fmt
+from hub_sync.reader import DatasetError, open_dataset
 
 DEFAULT_TOKENS = 65_536
 DEFAULT_WINDOW = 64
@@ -30,14 +29,13 @@ def cache_root() -> Path:
 
 
 def _is_finished(folder: Path, windows: int) -> bool:
-    """A finished build of these many windows whose every Parquet footer reads: cheap enough for every launch."""
+    """A finished build of these many windows that opens with every footer read and matching its manifest:
+    cheap enough for every launch."""
     try:
-        manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text())
-        for path in folder.glob("data/*/*.parquet"):
-            pq.ParquetFile(path).metadata
-        return manifest["corpus"]["windows"] == windows
-    except Exception:  # noqa: BLE001 - anything unreadable means the cache cannot be trusted
+        dataset = open_dataset(folder)
+    except (DatasetError, OSError):  # anything unreadable means the cache cannot be trusted
         return False
+    return not dataset.unreadable_files and dataset.manifest.corpus.windows == windows
 
 
 def default_source(cache: Path | None = None, tokens: int | None = None) -> Path:
@@ -53,7 +51,8 @@ def default_source(cache: Path | None = None, tokens: int | None = None) -> Path
         shutil.rmtree(out)
     else:
         state = "resuming the interrupted build of" if out.exists() else "building (once, a few minutes)"
-        print(f"{state} the default dataset: SmolLM2-135M over {PYTHON_DOCS}, {tokens:,} tokens, in {out}", file=sys.stderr)
+        print(f"{state} the default dataset: SmolLM2-135M over {PYTHON_DOCS}, {tokens:,} tokens, in {out}",
+              file=sys.stderr)
     model = export_smollm2(root / "models" / "smollm2-135m-instruct")
     config = HarvestConfig(
         model=str(model), corpus=CorpusSpec(PYTHON_DOCS), out=out, tokens=tokens, window=DEFAULT_WINDOW,

@@ -12,9 +12,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harvest import checkpoint, distributed
-from harvest.models import ModelLoadError, load_model
-from harvest.run import Harvester, HarvestConfig, check_out_dir
+from harvest.batches import WHOLE
+from harvest.config import default
+from harvest.models import ModelLoadError
+from harvest.plan import RunPlan
+from harvest.results import write_dataset
+from harvest.run_folder import PART_FILE, CheckpointMismatch, PartRecord, RunFolder, Status
+from harvest.state import HarvestState
 
 
 class MergeError(ValueError):
@@ -23,76 +27,81 @@ class MergeError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
-    folder: Path
-    record: dict
-    shard: distributed.Slice
+    folder: RunFolder
+    record: PartRecord
+
+    @property
+    def path(self) -> Path:
+        return self.folder.out
 
 
-def read_part(folder: Path) -> Part:
-    if not folder.is_dir():
-        raise MergeError(f"{folder} is not a folder")
-    record = distributed.read_part_record(folder)
+def read_part(path: Path) -> Part:
+    if not path.is_dir():
+        raise MergeError(f"{path} is not a folder")
+    folder = RunFolder(path)
+    record = folder.part_record()
     if record is None:
-        if checkpoint.checkpoint_path(folder).is_file():
+        if folder.has_checkpoint():
             raise MergeError(
-                f"{folder} is an unfinished shard: rerun its `python -m harvest --shard` command to finish it"
+                f"{path} is an unfinished shard: rerun its `python -m harvest --shard` command to finish it"
             )
         raise MergeError(
-            f"{folder} holds no harvest part ({distributed.PART_FILE} is missing): "
+            f"{path} holds no harvest part ({PART_FILE} is missing): "
             "pass the --out folders of `python -m harvest --shard I/N` runs"
         )
-    return Part(folder, record, distributed.parse_shard(record["shard"]))
+    return Part(RunFolder(path, shard=record.shard), record)
 
 
 def check_parts(parts: list[Part]) -> None:
     """Same run, same number of shards, each shard exactly once."""
     first = parts[0]
     for part in parts[1:]:
-        if part.record["run_id"] != first.record["run_id"]:
-            ours, theirs = first.record["settings"], part.record["settings"]
+        if part.record.run_id != first.record.run_id:
+            ours, theirs = first.record.settings, part.record.settings
             differ = sorted(key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key))
             raise MergeError(
-                f"{part.folder} is a part of another run than {first.folder}: "
+                f"{part.path} is a part of another run than {first.path}: "
                 f"their settings differ in {', '.join(differ) or 'code version'}"
             )
-    counts = sorted({part.shard.count for part in parts})
+    counts = sorted({part.record.shard.count for part in parts})
     if len(counts) > 1:
         raise MergeError(f"the parts cut the run into different numbers of shards ({', '.join(map(str, counts))})")
     seen: dict[int, Path] = {}
     for part in parts:
-        if part.shard.index in seen:
-            raise MergeError(f"shard {part.shard} is given twice: {seen[part.shard.index]} and {part.folder}")
-        seen[part.shard.index] = part.folder
+        if part.record.shard.index in seen:
+            raise MergeError(
+                f"shard {part.record.shard} is given twice: {seen[part.record.shard.index]} and {part.path}"
+            )
+        seen[part.record.shard.index] = part.path
     missing = [f"{index}/{counts[0]}" for index in range(counts[0]) if index not in seen]
     if missing:
         raise MergeError(f"shard {', '.join(missing)} missing: a merge needs all {counts[0]} parts")
 
 
-def merge(folders: list[Path], out: Path, device: str = "auto", model_path: str | None = None) -> Path:
+def merge(folders: list[Path], out: Path, device: str = default("device"), model_path: str | None = None) -> Path:
     """Write the dataset of the run whose shards are in `folders` to `out` (nothing to do if it is there)."""
-    parts = sorted((read_part(folder) for folder in folders), key=lambda part: part.shard.index)
+    parts = sorted((read_part(folder) for folder in folders), key=lambda part: part.record.shard.index)
     check_parts(parts)
-    if any(out.resolve() == part.folder.resolve() for part in parts):
+    if any(out.resolve() == part.path.resolve() for part in parts):
         raise MergeError(f"--out {out} is one of the parts; write the dataset to a new folder")
-    settings, run_id = parts[0].record["settings"], parts[0].record["run_id"]
-    if check_out_dir(out, run_id):
+    recorded = parts[0].record
+    if RunFolder(out).status(recorded.run_id) is Status.DONE:
         return out
-    config = HarvestConfig.from_settings(settings, out, device)
-    model = load_model(model_path or config.model, device, config.dtype)
-    layers, bottom_k = settings["layers"], settings["bottom_k"]
-    if checkpoint.fingerprint(config.run_settings(model, layers, bottom_k)) != run_id:
+    plan = RunPlan.recorded(recorded.settings, out, device, model_path)
+    if plan.run_id != recorded.run_id:
         raise MergeError(
-            f"model {model.spec} with this code does not reproduce the parts' settings (d_mlp {settings['d_mlp']}, "
-            f"format {settings['format_version']}); merge with the model and code version that harvested them"
+            f"model {plan.model.spec} with this code does not reproduce the parts' settings (d_mlp "
+            f"{recorded.settings['d_mlp']}, format {recorded.settings['format_version']}); merge with the model "
+            "and code version that harvested them"
         )
-    harvester = Harvester(config, model, layers, bottom_k, run_id)
-    harvester.progress["started"] = min(part.record["started"] for part in parts)
+    state = HarvestState(plan, WHOLE)
+    state.progress.started = min(part.record.started for part in parts)
     for part in parts:
-        payload = checkpoint.load(part.folder, run_id)
-        if payload is None:
-            raise MergeError(f"{part.folder} lost its state file {checkpoint.checkpoint_path(part.folder)}")
-        harvester.absorb(payload)
-    harvester.write(harvester.manifest())
+        saved = part.folder.load(recorded.run_id)
+        if saved is None:
+            raise MergeError(f"{part.path} lost its state file {part.folder.checkpoint}")
+        state.absorb(saved)
+    write_dataset(state, out)
     return out
 
 
@@ -106,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("parts", nargs="+", type=Path, metavar="PART_DIR", help="the --out folder of each shard")
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     parser.add_argument("--model", default=None, help="where the same model is on this machine (default: as recorded)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=default("device"), help="auto, cpu, cuda or cuda:N")
     return parser
 
 
@@ -114,7 +123,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = merge(args.parts, args.out, args.device, args.model)
-    except (MergeError, ModelLoadError, checkpoint.CheckpointMismatch) as error:
+    except (MergeError, ModelLoadError, CheckpointMismatch) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"dataset written to {out}")

@@ -3,7 +3,8 @@
 MODEL may be a local Hugging Face folder, a local native TransformerLens folder (config JSON +
 weights + tokenizer), a legacy TransformerLens name (solu-1l, gelu-2l...) or a Hugging Face id.
 A local folder may carry `neuroscope_model.json` ({"name": ..., "notes": [...]}) to say what the
-weights really are (for example a dequantised GGUF export of a Hub model).
+weights really are (for example a dequantised GGUF export of a Hub model); without it the model is named
+after its folder, and the folder's path is recorded as its source.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hub_sync import format as fmt
+from hub_sync.manifest import ModelInfo
+
 NATIVE_CONFIG_FILE = "transformer_lens_config.json"
 NATIVE_WEIGHTS_FILE = "model.safetensors"
 PROVENANCE_FILE = "neuroscope_model.json"
-HOOK_TEMPLATE = "blocks.{layer}.mlp.hook_post"
 
 MODEL_HELP = (
     "MODEL must be one of: a Hugging Face model id (e.g. gpt2, EleutherAI/pythia-70m; needs the Hub or its cache), "
@@ -37,8 +41,8 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    bridge: "object"
-    tokenizer: "object"
+    bridge: object
+    tokenizer: object
     spec: str
     loader: str
     name: str
@@ -71,33 +75,24 @@ class LoadedModel:
         strings = self.tokenizer.batch_decode([[i] for i in range(size)], clean_up_tokenization_spaces=False)
         return np.array(strings, dtype=object)
 
-    def manifest_entry(self) -> dict:
-        import transformer_lens
-
-        return {
-            "name": self.name,
-            "loader": self.loader,
-            "source": self.spec,
-            "n_layers": self.n_layers,
-            "d_model": self.d_model,
-            "d_mlp": self.d_mlp,
-            "d_vocab": self.d_vocab,
-            "n_ctx": self.n_ctx,
-            "act_fn": self.act_fn,
-            "gated": self.gated,
-            "hook": HOOK_TEMPLATE,
-            "dtype": self.dtype,
-            "transformer_lens_version": transformer_lens.__version__
-            if hasattr(transformer_lens, "__version__")
-            else _package_version("transformer-lens"),
-            "notes": self.notes,
-        }
-
-
-def _package_version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
+    def manifest_entry(self) -> ModelInfo:
+        """What the dataset says about this model: its name, shape and how it was loaded (`spec` is its source)."""
+        return ModelInfo(
+            name=self.name,
+            n_layers=self.n_layers,
+            d_mlp=self.d_mlp,
+            loader=self.loader,
+            source=self.spec,
+            d_model=self.d_model,
+            d_vocab=self.d_vocab,
+            n_ctx=self.n_ctx,
+            act_fn=self.act_fn,
+            gated=self.gated,
+            hook=fmt.MLP_HOOK,
+            dtype=self.dtype,
+            transformer_lens_version=version("transformer-lens"),
+            notes=self.notes,
+        )
 
 
 def _load_tokenizer(folder: Path):
@@ -167,6 +162,14 @@ def _provenance(spec: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _own_name(spec: str, target: str, provenance: dict) -> str:
+    """The model's name, never a path: the provenance file's name, else a local folder's own name, else the Hub
+    id or legacy name it was loaded as (TransformerLens aliases resolved)."""
+    if "name" in provenance:
+        return str(provenance["name"])
+    return Path(os.path.abspath(spec)).name if Path(spec).is_dir() else target
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -194,7 +197,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         tokenizer=tokenizer,
         spec=spec,
         loader=loader,
-        name=provenance.get("name", target),
+        name=_own_name(spec, target, provenance),
         n_layers=int(cfg.n_layers),
         d_model=int(cfg.d_model),
         d_mlp=int(cfg.d_mlp),

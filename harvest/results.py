@@ -1,53 +1,24 @@
-"""Turn finished layer states into the dataset writer's arrays: examples, statistics, logit effects."""
+"""Write a finished state as a dataset: each layer's examples, statistics and logit effects, then the manifest."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from harvest.selection import LayerState
-from hub_sync.writer import LayerExamples, LayerNeurons
+from harvest.state import HarvestState
+from harvest.tokens import WindowTokens
+from hub_sync import format as fmt
+from hub_sync.writer import LayerExamples, LayerNeurons, finish_dataset, write_layer
 
 N_LOGIT_TOKENS = 10
 
 
-class WindowTokens:
-    """Token ids of the windows that kept examples point to; windows nobody points to are dropped."""
-
-    def __init__(self, window: int):
-        self.window = window
-        self.tokens: dict[int, np.ndarray] = {}
-        self._size_after_prune = 0
-
-    def add(self, first_index: int, batch: np.ndarray) -> None:
-        for offset, row in enumerate(batch):
-            self.tokens[first_index + offset] = row
-
-    def prune(self, referenced: np.ndarray) -> None:
-        keep = set(np.unique(referenced).tolist())
-        self.tokens = {index: ids for index, ids in self.tokens.items() if index in keep}
-        self._size_after_prune = len(self.tokens)
-
-    def needs_prune(self, referenced_upper_bound: int) -> bool:
-        """Prune when the store has doubled since the last prune: amortised O(1) per window."""
-        return len(self.tokens) > 2 * max(self._size_after_prune, referenced_upper_bound // 8, 1024)
-
-    def lookup(self, windows: np.ndarray) -> np.ndarray:
-        if len(windows) == 0:
-            return np.zeros((0, self.window), dtype=np.int64)
-        return np.stack([self.tokens[int(index)] for index in windows])
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        indices = np.array(sorted(self.tokens), dtype=np.int64)
-        return {"indices": indices, "tokens": self.lookup(indices)}
-
-    def load_state_dict(self, saved: dict[str, np.ndarray]) -> None:
-        self.tokens = {int(index): row for index, row in zip(saved["indices"], saved["tokens"])}
-        self._size_after_prune = len(self.tokens)
-
-
 def layer_examples(state: LayerState, tokens: WindowTokens) -> LayerExamples:
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("neuron", "kind", "rank", "score", "position", "window", "acts")}
+    columns = ("neuron", "kind", "rank", "score", "position", "window", "acts")
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
     for kind, unranked in state.kept.items():
         kept = unranked.ranked()
         filled = kept.filled().cpu().numpy()
@@ -104,3 +75,16 @@ def layer_neurons(state: LayerState, w_out: torch.Tensor, w_unembed: torch.Tenso
         logit_bottom_ids=bottom_ids,
         logit_bottom_values=bottom_values,
     )
+
+
+def write_dataset(state: HarvestState, out: Path) -> None:
+    """Layer files first, manifest last; an old manifest goes first so no reader trusts a half-written folder."""
+    (out / fmt.MANIFEST_FILE).unlink(missing_ok=True)
+    model, window = state.plan.model, state.plan.config.window
+    vocab = model.token_strings()
+    w_out, w_unembed = model.bridge.W_out, model.bridge.W_U  # each access stacks every layer's weights: once
+    for layer, layer_state in state.layers.items():
+        neurons = layer_neurons(layer_state, w_out[layer], w_unembed)
+        write_layer(out, layer, neurons, layer_examples(layer_state, state.tokens), vocab, window)
+    progress = state.progress
+    finish_dataset(out, state.plan.manifest(docs=progress.docs, windows=progress.windows, started=progress.started))

@@ -15,9 +15,10 @@ from dataclasses import dataclass, fields
 import torch
 
 from harvest import cpu_stats
-from hub_sync.format import HISTOGRAM_EDGES, ZERO_EDGE
+from hub_sync.format import EXAMPLE_KINDS, HISTOGRAM_EDGES, ZERO_EDGE
 
 EMPTY_WINDOW = torch.iinfo(torch.int64).max
+HISTOGRAM_PREFIXES = 1 << 16
 _MASK64 = (1 << 64) - 1
 
 
@@ -77,7 +78,7 @@ class Kept:
     activations: torch.Tensor  # [d_mlp, k, window], see activation_dtype
 
     @classmethod
-    def empty(cls, d_mlp: int, k: int, window: int, device: torch.device | str) -> "Kept":
+    def empty(cls, d_mlp: int, k: int, window: int, device: torch.device | str) -> Kept:
         return cls(
             keys=torch.full((d_mlp, k), float("inf"), dtype=torch.float64, device=device),
             windows=torch.full((d_mlp, k), EMPTY_WINDOW, dtype=torch.int64, device=device),
@@ -106,7 +107,8 @@ class Kept:
             return
         all_keys = torch.cat([self.keys[rows], keys[rows]], dim=1)
         all_windows = torch.cat([self.windows[rows], windows[rows]], dim=1)
-        chosen = torch.zeros_like(all_keys, dtype=torch.bool).scatter_(1, _rank_order(all_keys, all_windows)[:, :k], True)
+        best = _rank_order(all_keys, all_windows)[:, :k]
+        chosen = torch.zeros_like(all_keys, dtype=torch.bool).scatter_(1, best, True)
         # Per row, as many slots are freed as candidates enter; both lists come out row by row, so they pair up.
         freed_row, freed_slot = (~chosen[:, :k]).nonzero(as_tuple=True)
         entering_row, entering_column = chosen[:, k:].nonzero(as_tuple=True)
@@ -118,7 +120,7 @@ class Kept:
         self.positions[neurons, freed_slot] = positions
         self.activations[neurons, freed_slot] = activations.to(self.activations.dtype)
 
-    def absorb(self, other: "Kept") -> None:
+    def absorb(self, other: Kept) -> None:
         """Merge another state's kept set (from another shard or rank) into this one."""
         self.offer(
             other.keys,
@@ -127,7 +129,7 @@ class Kept:
             lambda neurons, columns: (other.positions[neurons, columns], other.activations[neurons, columns]),
         )
 
-    def ranked(self) -> "Kept":
+    def ranked(self) -> Kept:
         """A copy with each neuron's slots in rank order (best first, empty slots last)."""
         order = _rank_order(self.keys, self.windows)
         return Kept(
@@ -140,7 +142,7 @@ class Kept:
         return torch.isfinite(self.keys) & (self.windows != EMPTY_WINDOW)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def histogram_bins_of_prefixes(device: str) -> torch.Tensor:
     """Histogram bin of every float32 by its top 16 bits (its bfloat16 prefix), as a uint8 table of 65,536
     (the 76 bins fit a byte; a 64 KB table stays in cache where a hot loop reads it).
@@ -151,7 +153,7 @@ def histogram_bins_of_prefixes(device: str) -> torch.Tensor:
     +0.0 and positive denormals below 2**-133, so callers look those denormals up as prefix 1. One table
     per device, shared by all layers.
     """
-    prefixes = torch.arange(1 << 16, dtype=torch.int32, device=device)
+    prefixes = torch.arange(HISTOGRAM_PREFIXES, dtype=torch.int32, device=device)
     values = (prefixes << 16).view(torch.float32)
     edges = torch.tensor(HISTOGRAM_EDGES, dtype=torch.float32, device=device)
     above_zero = torch.bucketize(values, edges, right=True, out_int32=True)
@@ -170,7 +172,7 @@ class Stats:
     n_tokens: torch.Tensor  # int64 scalar
 
     @classmethod
-    def empty(cls, d_mlp: int, device: torch.device | str) -> "Stats":
+    def empty(cls, d_mlp: int, device: torch.device | str) -> Stats:
         return cls(
             max=torch.full((d_mlp,), float("-inf"), device=device),
             min=torch.full((d_mlp,), float("inf"), device=device),
@@ -222,7 +224,7 @@ class Stats:
         """How many tokens had activation > 0: the histogram bins above the zero edge."""
         return self.histogram[:, ZERO_EDGE + 1 :].sum(dim=1)
 
-    def absorb(self, other: "Stats") -> None:
+    def absorb(self, other: Stats) -> None:
         torch.maximum(self.max, other.max, out=self.max)
         torch.minimum(self.min, other.min, out=self.min)
         self.sum += other.sum
@@ -231,25 +233,20 @@ class Stats:
 
 
 class LayerState:
-    """Everything the harvest keeps for one layer."""
-
-    KINDS = ("top", "random", "bottom")
+    """Everything the harvest keeps for one layer: a kept set per example kind, and the statistics."""
 
     def __init__(
         self, layer: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, seed: int, device
     ):
         self.layer = layer
         self.seed = seed
-        self.kept = {
-            "top": Kept.empty(d_mlp, top_k, window, device),
-            "random": Kept.empty(d_mlp, random_k, window, device),
-            "bottom": Kept.empty(d_mlp, bottom_k, window, device),
-        }
+        sizes = {"top": top_k, "random": random_k, "bottom": bottom_k}
+        self.kept = {kind: Kept.empty(d_mlp, sizes[kind], window, device) for kind in EXAMPLE_KINDS}
         self.stats = Stats.empty(d_mlp, device)
         self.bin_of_prefix = histogram_bins_of_prefixes(str(torch.device(device)))
 
     def update(self, acts: torch.Tensor, windows: torch.Tensor) -> None:
-        """acts: [batch, window, d_mlp] from `blocks.{layer}.mlp.hook_post`; windows: [batch] indices."""
+        """acts: [batch, window, d_mlp] from the layer's hook (hub_sync.format.MLP_HOOK); windows: [batch] indices."""
         acts = acts.float()
         d_mlp = acts.shape[2]
         window_grid = windows[None, :].expand(d_mlp, -1)
@@ -277,8 +274,8 @@ class LayerState:
             bottom_scores = window_min.T.contiguous()
             self.kept["bottom"].offer(bottom_scores.double(), window_grid, bottom_scores, entrants_by(torch.argmin))
 
-    def absorb(self, other: "LayerState") -> None:
-        for kind in self.KINDS:
+    def absorb(self, other: LayerState) -> None:
+        for kind in EXAMPLE_KINDS:
             self.kept[kind].absorb(other.kept[kind])
         self.stats.absorb(other.stats)
 
@@ -298,3 +295,18 @@ class LayerState:
         for kind, kept in self.kept.items():
             for f in fields(Kept):
                 setattr(kept, f.name, tensors[f"{kind}.{f.name}"].to(self.bin_of_prefix.device))
+
+
+def state_bytes(
+    n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, activation_bytes: int
+) -> int:
+    """Bytes of the harvest state every rank holds on its device (LayerState, all layers).
+
+    Per kept slot: key float64, window int64, score float32, position int64 and `window` activations
+    (float16 on CUDA, float32 on CPU: activation_dtype); per neuron: max, min float32, sum float64 and the
+    histogram's int64 bins; per layer: the token count; once: the uint8 table binning float prefixes
+    (histogram_bins_of_prefixes).
+    """
+    slots = top_k + random_k + bottom_k
+    per_neuron = slots * (8 + 8 + 4 + 8 + window * activation_bytes) + 4 + 4 + 8 + 8 * (len(HISTOGRAM_EDGES) + 1)
+    return n_layers * (d_mlp * per_neuron + 8) + HISTOGRAM_PREFIXES

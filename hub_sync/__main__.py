@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_push(args: argparse.Namespace) -> int:
     sha = push(
-        args.dir, args.repo_id, private=args.private, revision=args.revision, message=args.message, endpoint=args.endpoint
+        args.dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        message=args.message,
+        endpoint=args.endpoint,
     )
     print(f"{args.repo_id}: committed {sha}" if sha else f"{args.repo_id}: unchanged, no commit made")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from hub_sync import format as fmt
+from hub_sync.manifest import Manifest
 
 SPACE_URL = "https://huggingface.co/spaces/neuroscope-hub/neuroscope"
 
@@ -27,38 +28,42 @@ def _configs_yaml(layers: list[int]) -> str:
     return "\n".join(lines)
 
 
-def render_card(manifest: dict, repo_id: str | None = None) -> str:
-    model = manifest["model"]
-    corpus = manifest["corpus"]
-    harvest = manifest["harvest"]
-    layers = harvest["layers"]
+def _count(number: int | None) -> str:
+    return "an unknown number of" if number is None else f"{number:,}"
+
+
+def render_card(manifest: Manifest, repo_id: str | None = None) -> str:
+    model, corpus, harvest = manifest.model, manifest.corpus, manifest.harvest
+    layers = harvest.layers
     name = repo_id or "path/to/this/dataset"
-    first_layer = fmt.layer_config_name(layers[0]) if layers else "layer_0"
-    notes = "".join(f"\n- {note}" for note in model.get("notes", []))
+    notes = "".join(f"\n- {note}" for note in model.notes)
     browse = f"{SPACE_URL}?model={repo_id}" if repo_id else SPACE_URL
+    provenance = manifest.to_json()["harvest"] | {"histogram_edges": "see neuroscope.json"}
+    bottom = ", its most negative windows" if harvest.bottom_k else ""
+    gated = " (gated MLP: neurons also fire negative)" if model.gated else ""
     return f"""---
 {_configs_yaml(layers)}
 tags:
 - interpretability
 - neuroscope
 ---
-# Neuroscope: MLP neurons of `{model["name"]}`
+# Neuroscope: MLP neurons of `{model.display_name}`
 
-For every MLP neuron of `{model["name"]}` ({model["n_layers"]} layers x {model["d_mlp"]} neurons,
-TransformerLens hook `{model["hook"]}`), this dataset holds its max-activating windows of text with every
-token's activation, a uniform random sample of windows where it fired{", its most negative windows" if harvest["bottom_k"] else ""},
+For every MLP neuron of `{model.display_name}` ({model.n_layers} layers x {model.d_mlp} neurons,
+TransformerLens hook `{model.hook}`), this dataset holds its max-activating windows of text with every
+token's activation, a uniform random sample of windows where it fired{bottom},
 per-neuron statistics and logit effects. Made by [Neuroscope Hub]({SPACE_URL}); browse it [in the Space]({browse}).
 
 ## What it is
 
-- Model: `{model["name"]}` loaded with `{model["loader"]}` (TransformerLens {model["transformer_lens_version"]}),
-  dtype {model["dtype"]}, activation `{model["act_fn"]}`{" (gated MLP: neurons also fire negative)" if model["gated"] else ""}.{notes}
-- Corpus: `{corpus["name"]}` (split `{corpus.get("split")}`, revision `{corpus.get("revision")}`): {corpus["docs"]:,} documents,
-  {corpus["tokens"]:,} tokens in {corpus["windows"]:,} windows of {harvest["window"]} tokens (each starting with BOS).
-- Kept per neuron: top {harvest["top_k"]} windows by max activation (BOS excluded), {harvest["random_k"]} random
-  firing windows, bottom {harvest["bottom_k"]} windows by min activation; seed {harvest["seed"]}.
+- Model: `{model.display_name}` loaded with `{model.loader}` (TransformerLens {model.transformer_lens_version}),
+  dtype {model.dtype}, activation `{model.act_fn}`{gated}.{notes}
+- Corpus: `{corpus.name}` (split `{corpus.split}`, revision `{corpus.revision}`): {_count(corpus.docs)} documents,
+  {_count(corpus.tokens)} tokens in {corpus.windows:,} windows of {harvest.window} tokens (each starting with BOS).
+- Kept per neuron: top {harvest.top_k} windows by max activation (BOS excluded), {harvest.random_k} random
+  firing windows, bottom {harvest.bottom_k} windows by min activation; seed {harvest.seed}.
 - Layers: {", ".join(str(layer) for layer in layers)}.
-- Format version {manifest["format_version"]}: see `neuroscope.json` and the format documentation of Neuroscope Hub.
+- Format version {manifest.format_version}: see `neuroscope.json` and the format documentation of Neuroscope Hub.
 
 ## How to load
 
@@ -66,12 +71,12 @@ per-neuron statistics and logit effects. Made by [Neuroscope Hub]({SPACE_URL}); 
 from datasets import load_dataset
 
 neurons = load_dataset("{name}", "neurons", split="train")      # stats of every neuron, all layers
-examples = load_dataset("{name}", "{first_layer}", split="train")  # one layer's examples only
+examples = load_dataset("{name}", "{fmt.layer_config_name(layers[0])}", split="train")  # one layer's examples only
 ```
 
 ## Provenance
 
 ```json
-{json.dumps(manifest["harvest"] | {"histogram_edges": "see neuroscope.json"}, indent=2, sort_keys=True)}
+{json.dumps(provenance, indent=2, sort_keys=True)}
 ```
 """

@@ -6,8 +6,11 @@ format is a change of this file (and docs/FORMAT.md, which documents it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 FORMAT_VERSION = "1.0"
 FORMAT_MAJOR = 1
@@ -17,6 +20,12 @@ CARD_FILE = "README.md"
 NEURONS_DIR = "data/neurons"
 EXAMPLES_DIR = "data/examples"
 
+# The TransformerLens hooks the format is defined on: a neuron's activation is the MLP's `hook_post` (the input to
+# its output matrix); the residual stream after a block is what the live tools pool into text features.
+MLP_HOOK = "blocks.{layer}.mlp.hook_post"
+RESIDUAL_HOOK = "blocks.{layer}.hook_resid_post"
+
+# The kinds of kept example, in the order rows are stored: an examples file is sorted by (neuron, kind, rank).
 EXAMPLE_KINDS = ("top", "random", "bottom")
 
 # Fixed histogram edges shared by every neuron of every model: a signed log scale from 1e-3 to 1e3 around an
@@ -37,6 +46,32 @@ HISTOGRAM_EDGES: list[float] = [float(-e) for e in _POSITIVE_EDGES[::-1]] + [0.0
     float(e) for e in _POSITIVE_EDGES
 ]
 ZERO_EDGE = len(_POSITIVE_EDGES)
+
+
+
+@dataclass(frozen=True)
+class HistogramBin:
+    """The values one histogram bin counts. Positive values fall in `low <= v < high`; zero and negative values
+    in `low < v <= high` (the mirror image); bin 0 has no `low`, the last bin no `high`. So an edge belongs to the
+    bin farther from zero, zero to the bin just below it, and every float32 sharing a bfloat16 prefix to one bin.
+    """
+
+    low: float | None
+    high: float | None
+    positive: bool  # the bin counts values > 0 (else values <= 0)
+
+    def contains(self, value: float) -> bool:
+        if self.positive:
+            return value > 0 and (self.low is None or self.low <= value) and (self.high is None or value < self.high)
+        return value <= 0 and (self.low is None or self.low < value) and (self.high is None or value <= self.high)
+
+
+def histogram_bin(index: int, edges: list[float]) -> HistogramBin:
+    """Bin `index` of a histogram on `edges` (len(edges) + 1 bins), as the harvest counts it."""
+    low = edges[index - 1] if index > 0 else None
+    high = edges[index] if index < len(edges) else None
+    return HistogramBin(low, high, positive=low is not None and low >= 0)
+
 
 MIN_NEURONS_PER_ROW_GROUP = 16
 MAX_NEURONS_PER_ROW_GROUP = 64
@@ -98,3 +133,20 @@ def neurons_per_row_group(examples_per_neuron: int, window: int) -> int:
     bytes_per_neuron = max(1, examples_per_neuron * window * 16)
     fitting = TARGET_ROW_GROUP_BYTES // bytes_per_neuron
     return int(min(MAX_NEURONS_PER_ROW_GROUP, max(MIN_NEURONS_PER_ROW_GROUP, fitting)))
+
+
+def kind_codes(kinds: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+    """Each kind's position in EXAMPLE_KINDS (0 top, 1 random, 2 bottom), -1 for a kind the format does not know."""
+    codes = pc.index_in(pa.array(kinds, type=pa.string()) if isinstance(kinds, np.ndarray) else kinds,
+                        value_set=pa.array(EXAMPLE_KINDS))
+    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def example_order_keys(neurons: np.ndarray, kinds: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """One int64 per example row that sorts like (neuron, kind code, rank): the stored row order, defined once.
+
+    Any int32 neuron, kind code -1..2 and int16 rank fit: 32 + 2 + 16 bits.
+    """
+    neuron_part = (np.asarray(neurons, dtype=np.int64) + (1 << 31)) << 18
+    kind_part = (np.asarray(kinds, dtype=np.int64) + 1) << 16
+    return neuron_part | kind_part | (np.asarray(ranks, dtype=np.int64) + (1 << 15))

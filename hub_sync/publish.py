@@ -10,9 +10,9 @@ huggingface_hub resolves it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx2
 from huggingface_hub import HfApi, snapshot_download
@@ -20,6 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hub_sync import format as fmt
 from hub_sync.card import render_card
+from hub_sync.manifest import Manifest
 from hub_sync.verify import verify_dataset
 from hub_sync.writer import write_text
 
@@ -63,17 +64,17 @@ def hub_errors(action: str) -> Iterator[None]:
         raise PublishError(f"{action} failed: {describe(error)}") from error
 
 
-def verified_manifest(folder: Path) -> dict:
+def verified_manifest(folder: Path) -> Manifest:
     """The folder's manifest once verify_dataset finds nothing wrong; otherwise a PublishError listing why."""
     if not folder.is_dir():
         raise PublishError(f"{folder} is not a folder")
     problems = verify_dataset(str(folder))
     if problems:
         raise PublishError(f"{folder} is not a valid Neuroscope dataset; nothing was uploaded", problems)
-    return json.loads((folder / fmt.MANIFEST_FILE).read_text(encoding="utf-8"))
+    return Manifest.from_json(json.loads((folder / fmt.MANIFEST_FILE).read_text(encoding="utf-8")))
 
 
-def refresh_card(folder: Path, manifest: dict, repo_id: str) -> None:
+def refresh_card(folder: Path, manifest: Manifest, repo_id: str) -> None:
     """Rewrite the folder's README.md for this repo id, so the folder and the published repo stay identical."""
     card = render_card(manifest, repo_id=repo_id)
     card_path = folder / fmt.CARD_FILE
@@ -81,9 +82,8 @@ def refresh_card(folder: Path, manifest: dict, repo_id: str) -> None:
         write_text(card_path, card)
 
 
-def default_message(manifest: dict) -> str:
-    layers = manifest["harvest"]["layers"]
-    return f"Publish Neuroscope neurons of {manifest['model']['name']} ({len(layers)} layers)"
+def default_message(manifest: Manifest) -> str:
+    return f"Publish Neuroscope neurons of {manifest.model.display_name} ({len(manifest.harvest.layers)} layers)"
 
 
 def push(

@@ -1,8 +1,9 @@
 """Lazy reading of a Neuroscope dataset from a local folder or a Hub repo pinned at one commit.
 
-A neuron page costs one ranged read of one row group: each examples file's footer is read once and
-kept, its `neuron` statistics locate the row group, and pyarrow's pre-buffering coalesces that row
-group's column chunks into a single read of an fsspec file that has no read-ahead cache.
+Opening checks the files against the manifest from their footers alone and keeps the examples footers. A
+neuron page then costs one ranged read of one row group: the footer's `neuron` statistics locate the row
+group, and pyarrow's pre-buffering coalesces its column chunks into a single read of an fsspec file that has
+no read-ahead cache.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, TypeVar
 
@@ -25,24 +27,12 @@ import pyarrow.parquet as pq
 from huggingface_hub import HfApi, HfFileSystem
 
 from hub_sync import format as fmt
+from hub_sync.manifest import Manifest, ManifestError
 
 HUB_PREFIX = "hf://datasets/"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _HUB_ERRORS = (OSError, ValueError, httpx2.HTTPError)
 PARQUET_ERRORS = (OSError, pa.ArrowException)
-
-REQUIRED_MANIFEST_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "model": {"name": str, "n_layers": int, "d_mlp": int},
-    "corpus": {"windows": int},
-    "harvest": {
-        "window": int,
-        "top_k": int,
-        "random_k": int,
-        "bottom_k": int,
-        "layers": list,
-        "histogram_edges": list,
-    },
-}
 
 
 class DatasetError(ValueError):
@@ -124,65 +114,16 @@ def locate_dataset(source: str | os.PathLike, endpoint: str | None = None, token
     return DatasetFiles(fs, f"datasets/{repo_id}@{sha}", f"{repo_id}@{sha}", sha)
 
 
-def _format_version(version: Any) -> tuple[int, int] | None:
-    match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def is_newer_minor_version(manifest: dict) -> bool:
-    """A newer minor version of the known major only adds: extra columns are expected, not errors."""
-    version = _format_version(manifest.get("format_version"))
-    return version is not None and version > _format_version(fmt.FORMAT_VERSION)
-
-
-def manifest_problems(manifest: Any) -> list[str]:
-    """What makes a parsed manifest unusable: unknown major version, missing or mistyped keys."""
-    if not isinstance(manifest, dict):
-        return ["is not a JSON object"]
-    version = manifest.get("format_version")
-    parsed = _format_version(version)
-    if parsed is None:
-        return [f"format_version {version!r} is not MAJOR.MINOR"]
-    major = parsed[0]
-    if major != fmt.FORMAT_MAJOR:
-        return [
-            f"format_version {version} has major version {major}; this reader knows major version "
-            f"{fmt.FORMAT_MAJOR} only (upgrade neuroscope-hub to read it)"
-        ]
-    problems = []
-    for section, keys in REQUIRED_MANIFEST_KEYS.items():
-        part = manifest.get(section)
-        if not isinstance(part, dict):
-            problems.append(f"section {section!r} is missing")
-            continue
-        for key, expected in keys.items():
-            value = part.get(key)
-            if not isinstance(value, expected) or isinstance(value, bool):
-                problems.append(f"{section}.{key} is missing or not a {getattr(expected, '__name__', expected)}")
-    if problems:
-        return problems
-    layers = manifest["harvest"]["layers"]
-    if not all(isinstance(layer, int) and 0 <= layer < manifest["model"]["n_layers"] for layer in layers):
-        problems.append(f"harvest.layers {layers} must be layer numbers in 0..model.n_layers-1")
-    if len(set(layers)) != len(layers):
-        problems.append(f"harvest.layers {layers} repeats a layer")
-    if manifest["model"]["d_mlp"] <= 0:
-        problems.append(f"model.d_mlp {manifest['model']['d_mlp']} must be positive")
-    return problems
-
-
-def load_manifest(files: DatasetFiles) -> dict:
-    """The parsed manifest, or DatasetError naming what is wrong with it."""
+def load_manifest(files: DatasetFiles) -> Manifest:
+    """The dataset's manifest, or DatasetError naming what is wrong with it."""
     name = files.describe(fmt.MANIFEST_FILE)
     raw = files.read_bytes(fmt.MANIFEST_FILE)
     try:
-        manifest = json.loads(raw)
+        return Manifest.from_json(json.loads(raw))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{name}: not valid JSON ({error})") from None
-    problems = manifest_problems(manifest)
-    if problems:
-        raise DatasetError(f"{name}: " + "; ".join(problems))
-    return manifest
+    except ManifestError as error:
+        raise DatasetError(f"{name}: {error}") from None
 
 
 def unreadable_parquet(name: str, error: Exception) -> DatasetError:
@@ -207,39 +148,168 @@ def schema_differences(actual: pa.Schema, expected: pa.Schema, extra_columns_all
     return differences
 
 
-def _kind_then_rank_order(table: pa.Table) -> pa.Table:
-    kind_codes = pc.index_in(table.column("kind"), value_set=pa.array(fmt.EXAMPLE_KINDS))
-    order = np.lexsort((table.column("rank").to_numpy(), kind_codes.to_numpy(zero_copy_only=False)))
-    return table.take(pa.array(order))
+def _in_row_order(table: pa.Table) -> pa.Table:
+    keys = fmt.example_order_keys(
+        table.column("neuron").to_numpy(), fmt.kind_codes(table.column("kind")), table.column("rank").to_numpy()
+    )
+    return table.take(pa.array(np.argsort(keys, kind="stable")))
+
+
+_PARQUET_MAGIC = b"PAR1"
+_FOOTER_GUESS = 16 << 10
+
+
+def read_footer(files: DatasetFiles, relative: str) -> pq.FileMetaData:
+    """A Parquet file's footer alone, in one ranged read of the file's tail (two when the footer is larger than
+    16 KB): pyarrow's own footer read would fetch the last 64 KB, which is the whole of a small neurons file."""
+    name = files.describe(relative)
+    handle = files.open(relative)
+    try:
+        size = handle.size
+        tail_start = max(0, size - _FOOTER_GUESS)
+        handle.seek(tail_start)
+        tail = handle.read()
+        length = int.from_bytes(tail[-8:-4], "little")
+        if len(tail) < 12 or tail[-4:] != _PARQUET_MAGIC or length + 12 > size:
+            raise unreadable_parquet(name, ValueError("no Parquet footer at the end of the file"))
+        if length + 8 > len(tail):
+            handle.seek(size - 8 - length)
+            tail = handle.read(length + 8 - len(tail)) + tail
+        return pq.read_metadata(pa.BufferReader(_PARQUET_MAGIC + tail[-(length + 8) :]))
+    except DatasetError:
+        raise
+    except PARQUET_ERRORS as error:
+        raise unreadable_parquet(name, error) from None
+    except _HUB_ERRORS as error:
+        raise DatasetError(f"{name}: cannot read ({error})") from None
+    finally:
+        handle.close()
+
+
+def neuron_ranges(name: str, footer: pq.FileMetaData) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last neuron of each row group of an examples file, from its footer's statistics."""
+    column = footer.schema.to_arrow_schema().get_field_index("neuron")
+    firsts, lasts = [], []
+    for group in range(footer.num_row_groups):
+        stats = footer.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            raise DatasetError(f"{name}: row group {group} has no min/max statistics for 'neuron'")
+        firsts.append(stats.min)
+        lasts.append(stats.max)
+    return np.array(firsts, dtype=np.int64), np.array(lasts, dtype=np.int64)
+
+
+def _check_schema(name: str, footer: pq.FileMetaData, schema: pa.Schema, what: str) -> None:
+    differences = schema_differences(footer.schema.to_arrow_schema(), schema, extra_columns_allowed=True)
+    if differences:
+        raise DatasetError(f"{name}: not format v1 {what}: " + "; ".join(differences))
+
+
+def check_neuron_rows(name: str, rows: int, manifest: Manifest) -> None:
+    """A neurons file holds one row per neuron of the manifest's model."""
+    if rows != manifest.model.d_mlp:
+        raise DatasetError(
+            f"{name}: holds {rows} neuron rows, but the manifest's model.d_mlp is {manifest.model.d_mlp}"
+        )
+
+
+def check_neurons_footer(name: str, footer: pq.FileMetaData, manifest: Manifest) -> None:
+    _check_schema(name, footer, fmt.NEURON_SCHEMA, "neuron statistics")
+    check_neuron_rows(name, footer.num_rows, manifest)
+
+
+def check_examples_footer(name: str, footer: pq.FileMetaData, manifest: Manifest) -> None:
+    """An examples file holds examples of the manifest's neurons only, located by footer statistics."""
+    _check_schema(name, footer, fmt.EXAMPLE_SCHEMA, "examples")
+    firsts, lasts = neuron_ranges(name, footer)
+    d_mlp = manifest.model.d_mlp
+    if len(firsts) and (firsts.min() < 0 or lasts.max() >= d_mlp):
+        raise DatasetError(
+            f"{name}: holds examples of neurons {firsts.min()}..{lasts.max()}, but the manifest's model.d_mlp "
+            f"is {d_mlp} (neurons 0..{d_mlp - 1})"
+        )
+
+
+_SHOWN_PROBLEMS = 4
+_FOOTER_READERS = 8
+
+
+@dataclass(frozen=True)
+class LayerFooters:
+    """What opening a dataset read of its layer files: each layer's examples footer (None if it could not be read),
+    and every layer file whose footer could not be read, hence not checked."""
+
+    examples: dict[int, pq.FileMetaData | None]
+    unreadable: list[str]
+
+
+def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> LayerFooters:
+    """Every manifest layer's examples footer, after checking both of its files against the manifest.
+
+    This is the cheap check that a source matches its data (listings and footers: a few small ranged reads per
+    layer on the Hub, read concurrently), so a mismatch is refused when the source opens, naming the files, instead
+    of failing page by page. A footer that cannot be read (a damaged file, a failed request) cannot be checked: its
+    layer is left to say so on its own pages while the other layers serve. Damage inside row groups is
+    found by `verify_dataset` or when a page reads it.
+    """
+    checks = {fmt.NEURONS_DIR: check_neurons_footer, fmt.EXAMPLES_DIR: check_examples_footer}
+    present = {folder: set(files.list_names(folder)) for folder in checks}
+    missing = [
+        f"{files.describe(f'{folder}/{fmt.layer_file_name(layer)}')}: file is missing "
+        f"(the manifest's harvest.layers lists layer {layer})"
+        for layer in manifest.harvest.layers
+        for folder in checks
+        if fmt.layer_file_name(layer) not in present[folder]
+    ]
+    if missing:
+        raise DatasetError(_summary(missing))
+
+    def checked(job: tuple[int, str]) -> pq.FileMetaData | str | None:
+        layer, folder = job
+        relative = f"{folder}/{fmt.layer_file_name(layer)}"
+        try:
+            footer = read_footer(files, relative)
+        except DatasetError:
+            return None
+        try:
+            checks[folder](files.describe(relative), footer, manifest)
+        except DatasetError as error:
+            return str(error)
+        except PARQUET_ERRORS as error:  # a footer that parses but describes no readable schema
+            return str(unreadable_parquet(files.describe(relative), error))
+        return footer
+
+    jobs = [(layer, folder) for layer in manifest.harvest.layers for folder in checks]
+    with ThreadPoolExecutor(max_workers=min(_FOOTER_READERS, len(jobs))) as pool:
+        results = dict(zip(jobs, pool.map(checked, jobs)))
+    problems = [result for result in results.values() if isinstance(result, str)]
+    if problems:
+        raise DatasetError(_summary(problems))
+    return LayerFooters(
+        examples={layer: results[(layer, fmt.EXAMPLES_DIR)] for layer in manifest.harvest.layers},
+        unreadable=[f"{folder}/{fmt.layer_file_name(layer)}" for (layer, folder), result in results.items()
+                    if result is None],
+    )
+
+
+def _summary(problems: list[str]) -> str:
+    shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+    more = len(problems) - _SHOWN_PROBLEMS
+    return shown if more <= 0 else f"{shown}; and {more} more such problems"
 
 
 class ExamplesFile:
-    """One layer's examples file, opened once: its footer, the neuron range of each row group, a lock."""
+    """One layer's examples file: its footer (checked when the dataset opened), each row group's neurons, a lock."""
 
-    def __init__(self, files: DatasetFiles, relative: str):
+    def __init__(self, files: DatasetFiles, relative: str, footer: pq.FileMetaData):
         self.name = files.describe(relative)
+        self._first_neuron, self._last_neuron = neuron_ranges(self.name, footer)
         self._handle = files.open(relative)
         self._lock = threading.Lock()
         try:
-            self._parquet = pq.ParquetFile(self._handle, pre_buffer=True)
+            self._parquet = pq.ParquetFile(self._handle, metadata=footer, pre_buffer=True)
         except PARQUET_ERRORS as error:
             raise unreadable_parquet(self.name, error) from None
-        differences = schema_differences(self._parquet.schema_arrow, fmt.EXAMPLE_SCHEMA, extra_columns_allowed=True)
-        if differences:
-            raise DatasetError(f"{self.name}: not format v1 examples: " + "; ".join(differences))
-        self._first_neuron, self._last_neuron = self._neuron_ranges()
-
-    def _neuron_ranges(self) -> tuple[np.ndarray, np.ndarray]:
-        metadata = self._parquet.metadata
-        column = self._parquet.schema_arrow.get_field_index("neuron")
-        firsts, lasts = [], []
-        for group in range(metadata.num_row_groups):
-            stats = metadata.row_group(group).column(column).statistics
-            if stats is None or not stats.has_min_max:
-                raise DatasetError(f"{self.name}: row group {group} has no min/max statistics for 'neuron'")
-            firsts.append(stats.min)
-            lasts.append(stats.max)
-        return np.array(firsts, dtype=np.int64), np.array(lasts, dtype=np.int64)
 
     def row_groups_of(self, neuron: int) -> list[int]:
         """Row groups whose neuron range holds `neuron`: exactly one in a valid file (whole neurons, sorted)."""
@@ -254,7 +324,7 @@ class ExamplesFile:
                 rows = self._parquet.read_row_groups(groups)
         except PARQUET_ERRORS as error:
             raise DatasetError(f"{self.name}: row groups {groups} are unreadable (corrupt): {error}") from None
-        return _kind_then_rank_order(rows.filter(pc.equal(rows.column("neuron"), neuron)))
+        return _in_row_order(rows.filter(pc.equal(rows.column("neuron"), neuron)))
 
 
 def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
@@ -300,20 +370,36 @@ class _OnceCache(Generic[K, V]):
 class NeuronDataset:
     """One model's dataset, opened at a fixed revision; layer files are opened on first use."""
 
-    def __init__(self, source: str, files: DatasetFiles, manifest: dict):
+    def __init__(self, source: str, files: DatasetFiles, manifest: Manifest, footers: LayerFooters):
         self.source = source
         self.files = files
         self.revision = files.revision
         self.manifest = manifest
-        self.name: str = manifest["model"]["name"]
-        self.layers: list[int] = sorted(manifest["harvest"]["layers"])
-        self.d_mlp: int = manifest["model"]["d_mlp"]
-        self.histogram_edges: list[float] = [float(edge) for edge in manifest["harvest"]["histogram_edges"]]
-        self._neuron_tables = _OnceCache(lambda layer: read_neuron_table(files, fmt.neurons_path(layer)))
-        self._examples_files = _OnceCache(lambda layer: ExamplesFile(files, fmt.examples_path(layer)))
+        self.name: str = manifest.model.display_name
+        self.layers: list[int] = sorted(manifest.harvest.layers)
+        self.d_mlp: int = manifest.model.d_mlp
+        self.histogram_edges: list[float] = manifest.harvest.histogram_edges
+        self.unreadable_files: list[str] = footers.unreadable  # footers unreadable at open: their pages say why
+        self._footers = footers.examples
+        self._neuron_tables = _OnceCache(self._read_neurons)
+        self._examples_files = _OnceCache(self._open_examples)
 
     def __repr__(self) -> str:
         return f"NeuronDataset({self.name!r}, source={self.source!r}, revision={self.revision!r})"
+
+    def _read_neurons(self, layer: int) -> pa.Table:
+        relative = fmt.neurons_path(layer)
+        table = read_neuron_table(self.files, relative)
+        check_neuron_rows(self.files.describe(relative), table.num_rows, self.manifest)
+        return table
+
+    def _open_examples(self, layer: int) -> ExamplesFile:
+        relative = fmt.examples_path(layer)
+        footer = self._footers[layer]
+        if footer is None:  # unreadable when the dataset opened: read it again, so the page names the damage
+            footer = read_footer(self.files, relative)
+            check_examples_footer(self.files.describe(relative), footer, self.manifest)
+        return ExamplesFile(self.files, relative, footer)
 
     def _check_layer(self, layer: Any) -> int:
         try:
@@ -345,6 +431,8 @@ class NeuronDataset:
 
 
 def open_dataset(source: str | os.PathLike, *, endpoint: str | None = None, token: str | None = None) -> NeuronDataset:
-    """Open a local folder, "org/name", "org/name@revision" or "hf://datasets/org/name@revision"."""
+    """Open a local folder, "org/name", "org/name@revision" or "hf://datasets/org/name@revision", after checking
+    that its files match its manifest (DatasetError naming what does not)."""
     files = locate_dataset(source, endpoint=endpoint, token=token)
-    return NeuronDataset(os.fspath(source), files, load_manifest(files))
+    manifest = load_manifest(files)
+    return NeuronDataset(os.fspath(source), files, manifest, read_layer_footers(files, manifest))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hub_sync import format as fmt
+from hub_sync.manifest import CorpusInfo, HarvestInfo, Manifest, ModelInfo
 from hub_sync.writer import (
     LayerExamples,
     LayerNeurons,
@@ -88,50 +89,40 @@ def synthetic_layer(
 
 def synthetic_manifest(
     name: str, n_layers: int, d_mlp: int, window: int, top_k: int, random_k: int, bottom_k: int, d_vocab: int
-) -> dict:
+) -> Manifest:
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    return {
-        "format_version": fmt.FORMAT_VERSION,
-        "model": {
-            "name": name,
-            "loader": "synthetic",
-            "source": None,
-            "n_layers": n_layers,
-            "d_model": 64,
-            "d_mlp": d_mlp,
-            "d_vocab": d_vocab,
-            "n_ctx": window,
-            "act_fn": "gelu",
-            "gated": bottom_k > 0,
-            "hook": "blocks.{layer}.mlp.hook_post",
-            "dtype": "float32",
-            "transformer_lens_version": "none",
-            "notes": ["Synthetic data: random numbers in the dataset format, not a real model."],
-        },
-        "corpus": {
-            "name": "synthetic",
-            "split": None,
-            "revision": None,
-            "text_column": None,
-            "docs": SYNTHETIC_WINDOWS,
-            "tokens": SYNTHETIC_WINDOWS * window,
-            "windows": SYNTHETIC_WINDOWS,
-        },
-        "harvest": {
-            "window": window,
-            "top_k": top_k,
-            "random_k": random_k,
-            "bottom_k": bottom_k,
-            "seed": 0,
-            "layers": list(range(n_layers)),
-            "histogram_edges": fmt.HISTOGRAM_EDGES,
-            "batch_size": 0,
-            "device": "none",
-            "code_version": "synthetic",
-            "started": now,
-            "finished": now,
-        },
-    }
+    return Manifest(
+        model=ModelInfo(
+            name=name,
+            n_layers=n_layers,
+            d_mlp=d_mlp,
+            loader="synthetic",
+            d_model=64,
+            d_vocab=d_vocab,
+            n_ctx=window,
+            act_fn="gelu",
+            gated=bottom_k > 0,
+            transformer_lens_version="none",
+            notes=["Synthetic data: random numbers in the dataset format, not a real model."],
+        ),
+        corpus=CorpusInfo(
+            windows=SYNTHETIC_WINDOWS, name="synthetic", docs=SYNTHETIC_WINDOWS, tokens=SYNTHETIC_WINDOWS * window
+        ),
+        harvest=HarvestInfo(
+            window=window,
+            top_k=top_k,
+            random_k=random_k,
+            bottom_k=bottom_k,
+            layers=list(range(n_layers)),
+            histogram_edges=fmt.HISTOGRAM_EDGES,
+            seed=0,
+            batch_size=0,
+            device="none",
+            code_version="synthetic",
+            started=now,
+            finished=now,
+        ),
+    )
 
 
 def write_synthetic_dataset(

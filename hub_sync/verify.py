@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from hub_sync import format as fmt
+from hub_sync.manifest import Manifest
 from hub_sync.reader import (
     PARQUET_ERRORS,
     DatasetError,
     DatasetFiles,
-    is_newer_minor_version,
     load_manifest,
     locate_dataset,
     schema_differences,
@@ -94,7 +94,8 @@ def layer_file_problems(files: DatasetFiles, layers: list[int], present: dict[st
         for file_name, layer in expected.items():
             if file_name not in names:
                 problems.append(
-                    f"{files.describe(f'{folder}/{file_name}')}: missing (the manifest's harvest.layers lists layer {layer})"
+                    f"{files.describe(f'{folder}/{file_name}')}: missing "
+                    f"(the manifest's harvest.layers lists layer {layer})"
                 )
         for file_name in sorted(names - set(expected)):
             problems.append(f"{files.describe(f'{folder}/{file_name}')}: unexpected file, not a layer of the manifest")
@@ -102,7 +103,7 @@ def layer_file_problems(files: DatasetFiles, layers: list[int], present: dict[st
 
 
 def _open_parquet(
-    files: DatasetFiles, relative: str, schema: pa.Schema, manifest: dict
+    files: DatasetFiles, relative: str, schema: pa.Schema, manifest: Manifest
 ) -> tuple[pq.ParquetFile, list[str]]:
     """The file, and how its schema differs from the format's (content checks need a matching schema)."""
     data = files.read_bytes(relative)
@@ -110,7 +111,7 @@ def _open_parquet(
         parquet = pq.ParquetFile(pa.BufferReader(data))
     except PARQUET_ERRORS as error:
         raise unreadable_parquet(files.describe(relative), error) from None
-    differences = schema_differences(parquet.schema_arrow, schema, is_newer_minor_version(manifest))
+    differences = schema_differences(parquet.schema_arrow, schema, manifest.adds_to_format)
     return parquet, [f"{files.describe(relative)}: schema differs from format v1: {d}" for d in differences]
 
 
@@ -119,7 +120,9 @@ def _outside_problems(name: str, neurons: np.ndarray, d_mlp: int) -> list[str]:
     return [f"{name}: neurons {_listing(outside)} are outside 0..{d_mlp - 1}"] if len(outside) else []
 
 
-def _read(parquet: pq.ParquetFile, name: str, columns: list[str] | None = None, row_group: int | None = None) -> pa.Table:
+def _read(
+    parquet: pq.ParquetFile, name: str, columns: list[str] | None = None, row_group: int | None = None
+) -> pa.Table:
     try:
         if row_group is None:
             return parquet.read(columns=columns)
@@ -128,10 +131,10 @@ def _read(parquet: pq.ParquetFile, name: str, columns: list[str] | None = None, 
         raise DatasetError(f"{name}: data is unreadable (truncated or corrupt): {error}") from None
 
 
-def neuron_file_problems(files: DatasetFiles, layer: int, manifest: dict) -> list[str]:
+def neuron_file_problems(files: DatasetFiles, layer: int, manifest: Manifest) -> list[str]:
     """One row per neuron 0..d_mlp-1 in order, all of this layer, histograms of the manifest's bins."""
-    d_mlp = manifest["model"]["d_mlp"]
-    n_bins = len(manifest["harvest"]["histogram_edges"]) + 1
+    d_mlp = manifest.model.d_mlp
+    n_bins = len(manifest.harvest.histogram_edges) + 1
     relative = fmt.neurons_path(layer)
     name = files.describe(relative)
     parquet, schema_problems = _open_parquet(files, relative, fmt.NEURON_SCHEMA, manifest)
@@ -158,17 +161,9 @@ def neuron_file_problems(files: DatasetFiles, layer: int, manifest: dict) -> lis
     return problems
 
 
-def _kind_codes(kinds: pa.ChunkedArray) -> np.ndarray:
-    """0, 1, 2 for top, random, bottom; -1 for anything else."""
-    codes = pc.index_in(kinds, value_set=pa.array(fmt.EXAMPLE_KINDS))
-    return pc.fill_null(codes, -1).to_numpy().astype(np.int64)
-
-
 def _sort_problems(name: str, neurons: np.ndarray, kinds: np.ndarray, ranks: np.ndarray) -> list[str]:
     """Rows must strictly increase in (neuron, kind, rank)."""
-    step_neuron, step_kind, step_rank = np.diff(neurons), np.diff(kinds), np.diff(ranks)
-    increasing = (step_neuron > 0) | ((step_neuron == 0) & ((step_kind > 0) | ((step_kind == 0) & (step_rank > 0))))
-    bad = np.flatnonzero(~increasing)
+    bad = np.flatnonzero(np.diff(fmt.example_order_keys(neurons, kinds, ranks)) <= 0)
     if not len(bad):
         return []
     row = int(bad[0]) + 1
@@ -179,7 +174,7 @@ def _sort_problems(name: str, neurons: np.ndarray, kinds: np.ndarray, ranks: np.
 
 def _rank_problems(name: str, neurons: np.ndarray, kinds: np.ndarray, ranks: np.ndarray) -> list[str]:
     """Within each (neuron, kind) the ranks are exactly 0..n-1."""
-    order = np.lexsort((ranks, kinds, neurons))
+    order = np.argsort(fmt.example_order_keys(neurons, kinds, ranks), kind="stable")
     group_neuron, group_kind, sorted_ranks = neurons[order], kinds[order], ranks[order]
     starts = np.flatnonzero(np.r_[True, (np.diff(group_neuron) != 0) | (np.diff(group_kind) != 0)])
     position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -187,15 +182,15 @@ def _rank_problems(name: str, neurons: np.ndarray, kinds: np.ndarray, ranks: np.
     return [f"{name}: ranks of neurons {_listing(bad)} are not 0..n-1 within each kind"] if len(bad) else []
 
 
-def _count_problems(name: str, counts: np.ndarray, manifest: dict) -> list[str]:
+def _count_problems(name: str, counts: np.ndarray, manifest: Manifest) -> list[str]:
     """Per kind at most k rows; exactly k for top and bottom when the corpus has at least k windows."""
-    harvest, windows = manifest["harvest"], manifest["corpus"]["windows"]
+    windows = manifest.corpus.windows
     problems = []
     missing = np.flatnonzero(counts.sum(axis=1) == 0)
     if len(missing):
         problems.append(f"{name}: neurons {_listing(missing)} have no examples")
     for code, kind in enumerate(fmt.EXAMPLE_KINDS):
-        k = harvest[f"{kind}_k"]
+        k = manifest.harvest.k_of(kind)
         too_many = np.flatnonzero(counts[:, code] > k)
         if len(too_many):
             problems.append(f"{name}: neurons {_listing(too_many)} have more than {kind}_k={k} {kind} rows")
@@ -215,7 +210,9 @@ def _row_group_problems(name: str, parquet: pq.ParquetFile, neurons: np.ndarray)
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
         if stats is None or not stats.has_min_max:
-            problems.append(f"{name}: row group {group} has no min/max statistics for 'neuron' (readers locate neurons by them)")
+            problems.append(
+                f"{name}: row group {group} has no min/max statistics for 'neuron' (readers locate neurons by them)"
+            )
         start = starts[group]
         if 0 < start < len(neurons) and neurons[start] == neurons[start - 1]:
             problems.append(f"{name}: neuron {neurons[start]} is split across row groups {group - 1} and {group}")
@@ -238,16 +235,16 @@ def _window_problems(name: str, parquet: pq.ParquetFile, window: int) -> list[st
     ]
 
 
-def example_file_problems(files: DatasetFiles, layer: int, manifest: dict) -> list[str]:
+def example_file_problems(files: DatasetFiles, layer: int, manifest: Manifest) -> list[str]:
     relative = fmt.examples_path(layer)
     name = files.describe(relative)
     parquet, schema_problems = _open_parquet(files, relative, fmt.EXAMPLE_SCHEMA, manifest)
     if schema_problems:
         return schema_problems
-    d_mlp = manifest["model"]["d_mlp"]
+    d_mlp = manifest.model.d_mlp
     table = _read(parquet, name, ["neuron", "kind", "rank"])
     neurons = table.column("neuron").to_numpy().astype(np.int64)
-    kinds = _kind_codes(table.column("kind"))
+    kinds = fmt.kind_codes(table.column("kind"))
     ranks = table.column("rank").to_numpy().astype(np.int64)
     problems = []
     unknown = np.unique(table.column("kind").to_numpy(zero_copy_only=False)[kinds < 0])
@@ -263,7 +260,7 @@ def example_file_problems(files: DatasetFiles, layer: int, manifest: dict) -> li
         + _rank_problems(name, neurons, kinds, ranks)
         + _count_problems(name, counts, manifest)
         + _row_group_problems(name, parquet, neurons)
-        + _window_problems(name, parquet, manifest["harvest"]["window"])
+        + _window_problems(name, parquet, manifest.harvest.window)
     )
 
 
@@ -284,7 +281,7 @@ def verify_dataset(source: str, endpoint: str | None = None, token: str | None =
         present = {folder: set(files.list_names(folder)) for folder in checks}
     except DatasetError as error:
         return [str(error)]
-    layers = sorted(manifest["harvest"]["layers"])
+    layers = sorted(manifest.harvest.layers)
     problems = card_problems(files, layers) + layer_file_problems(files, layers, present)
     for layer in layers:
         for folder, check in checks.items():

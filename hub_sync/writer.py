@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from hub_sync import format as fmt
 from hub_sync.card import render_card
+from hub_sync.manifest import Manifest, ManifestError
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _list_column(values_2d: np.ndarray, value_type: pa.DataType) -> pa.ListArray
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def token_table(vocab: "Sequence[str] | pa.StringArray") -> pa.StringArray:
+def token_table(vocab: Sequence[str] | pa.StringArray) -> pa.StringArray:
     """Token strings by id as an Arrow array, so token columns are built by Arrow's take, not Python."""
     return vocab if isinstance(vocab, pa.Array) else pa.array(list(vocab), type=pa.string())
 
@@ -70,11 +71,12 @@ def _string_list_column(ids_2d: np.ndarray, vocab: pa.StringArray) -> pa.ListArr
     return pa.ListArray.from_arrays(offsets, pc.take(vocab, pa.array(ids_2d.reshape(-1).astype(np.int64))))
 
 
-def examples_table(examples: LayerExamples, vocab: "Sequence[str] | pa.StringArray") -> pa.Table:
-    """Rows sorted by neuron, then kind (top, random, bottom), then rank."""
-    kind_order = {kind: i for i, kind in enumerate(fmt.EXAMPLE_KINDS)}
-    kind_codes = np.array([kind_order[k] for k in examples.kind], dtype=np.int64)
-    order = np.lexsort((examples.rank, kind_codes, examples.neuron))
+def examples_table(examples: LayerExamples, vocab: Sequence[str] | pa.StringArray) -> pa.Table:
+    """Rows in the format's order: by neuron, then kind (top, random, bottom), then rank."""
+    kinds = fmt.kind_codes(examples.kind.astype(str))
+    if np.any(kinds < 0):
+        raise ValueError(f"unknown example kinds {sorted(set(examples.kind[kinds < 0]))}; expected {fmt.EXAMPLE_KINDS}")
+    order = np.argsort(fmt.example_order_keys(examples.neuron, kinds, examples.rank), kind="stable")
     columns = {
         "neuron": pa.array(examples.neuron[order], type=pa.int32()),
         "kind": pa.array(examples.kind[order].astype(str), type=pa.string()),
@@ -109,7 +111,7 @@ def _peak_token_columns(examples: LayerExamples, vocab: pa.StringArray, d_mlp: i
 
 
 def neurons_table(
-    layer: int, neurons: LayerNeurons, examples: LayerExamples, vocab: "Sequence[str] | pa.StringArray"
+    layer: int, neurons: LayerNeurons, examples: LayerExamples, vocab: Sequence[str] | pa.StringArray
 ) -> pa.Table:
     d_mlp = len(neurons.max)
     vocab = token_table(vocab)
@@ -174,16 +176,12 @@ def write_text(path: Path, text: str) -> None:
     _atomic_write(path, write)
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> None:
-    write_text(out_dir / fmt.MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
 def write_layer(
     out_dir: Path,
     layer: int,
     neurons: LayerNeurons,
     examples: LayerExamples,
-    vocab: "Sequence[str] | pa.StringArray",
+    vocab: Sequence[str] | pa.StringArray,
     window: int,
 ) -> None:
     examples_per_neuron = max(1, len(examples.neuron) // max(1, len(neurons.max)))
@@ -196,7 +194,11 @@ def write_layer(
     )
 
 
-def finish_dataset(out_dir: Path, manifest: dict) -> None:
-    """Card, then manifest last: the manifest's presence marks a complete dataset."""
+def finish_dataset(out_dir: Path, manifest: Manifest) -> None:
+    """Card, then manifest last: the manifest's presence marks a complete dataset. A manifest that could not
+    describe real files is refused before anything is written."""
+    problems = manifest.problems()
+    if problems:
+        raise ManifestError(problems)
     write_text(out_dir / fmt.CARD_FILE, render_card(manifest))
-    write_manifest(out_dir, manifest)
+    write_text(out_dir / fmt.MANIFEST_FILE, json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from harvest.models import HOOK_TEMPLATE, LoadedModel
+from harvest.models import LoadedModel
+from hub_sync.format import MLP_HOOK
 from space.live_model import gpu
 from space.live_texts import EncodedText, Sample
 
-RESIDUAL_HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 BATCH_TEXTS = 16
 CACHED_TEXTS = 2  # one text's activations of every layer: ~24 MB for SmolLM2-135M, ~160 MB for GPT-2 XL
 
@@ -39,7 +39,7 @@ def token_activations(model: LoadedModel, token_ids: Sequence[int], layers: Sequ
         return hook
 
     tokens = torch.tensor([list(token_ids)], device=_device(model))
-    hooks = [(HOOK_TEMPLATE.format(layer=layer), keep(layer)) for layer in layers]
+    hooks = [(MLP_HOOK.format(layer=layer), keep(layer)) for layer in layers]
     model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=max(layers) + 1, return_type=None)
     return torch.stack([captured[layer] for layer in layers])
 

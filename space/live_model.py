@@ -33,8 +33,8 @@ def gpu(duration: int) -> Callable:
 
 def model_spec(dataset: NeuronDataset) -> str:
     """The MODEL spec the harvest used, or LiveUnavailable when the manifest names none that could load here."""
-    source = dataset.manifest.get("model", {}).get("source")
-    if not isinstance(source, str) or not source.strip():
+    source = dataset.manifest.model.source
+    if not source or not source.strip():
         raise LiveUnavailable(f"the dataset of {dataset.name!r} names no model to load (its manifest has no model.source)")
     if source.startswith(PATH_PREFIXES) and not Path(source).expanduser().exists():
         raise LiveUnavailable(f"the model of {dataset.name!r} was harvested from the local folder {source!r}, which is not on this machine")
@@ -43,11 +43,11 @@ def model_spec(dataset: NeuronDataset) -> str:
 
 def check_fit(dataset: NeuronDataset, model: LoadedModel) -> None:
     """Refuse a model whose shape is not the one the dataset was harvested from."""
-    expected = dataset.manifest["model"]
-    if (model.n_layers, model.d_mlp) != (expected.get("n_layers"), expected.get("d_mlp")):
+    expected = dataset.manifest.model
+    if (model.n_layers, model.d_mlp) != (expected.n_layers, expected.d_mlp):
         raise LiveUnavailable(
             f"the model loaded from {model.spec!r} has {model.n_layers} layers of {model.d_mlp} neurons, "
-            f"but the dataset of {dataset.name!r} was harvested from {expected.get('n_layers')} layers of {expected.get('d_mlp')}"
+            f"but the dataset of {dataset.name!r} was harvested from {expected.n_layers} layers of {expected.d_mlp}"
         )
 
 
@@ -86,7 +86,7 @@ class LiveModels:
     def _load(self, dataset: NeuronDataset) -> tuple[LoadedModel | None, str | None]:
         try:
             spec = model_spec(dataset)
-            model = self.loader(spec, self.device, dataset.manifest["model"].get("dtype", "float32"))
+            model = self.loader(spec, self.device, dataset.manifest.model.dtype)
             check_fit(dataset, model)
         except LiveUnavailable as error:
             return None, str(error)

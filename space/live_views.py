@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harvest.models import HOOK_TEMPLATE
+from hub_sync.format import MLP_HOOK, RESIDUAL_HOOK
 from hub_sync.reader import DatasetError, NeuronDataset
 from space.links import NeuronRef, parse_int, resolve
-from space.live_forward import RESIDUAL_HOOK_TEMPLATE, ActivationCache, pooled_activations
+from space.live_forward import ActivationCache, pooled_activations
 from space.live_model import LiveModels, LiveUnavailable
 from space.live_probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
 from space.live_render import finder_html, live_tokens_html, probe_plot_svg, top_neurons_html
@@ -172,7 +172,7 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
     messages += _balance_notices(labels, FINDER_MIN_PER_SIDE, "finder")
     if min(labels.sum(), (~labels).sum()) < FINDER_COARSE_PER_SIDE:
         messages.append(f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, AUROC moves in coarse steps: add texts to trust the ranking.")
-    hooks = [HOOK_TEMPLATE.format(layer=layer) for layer in dataset.layers]
+    hooks = [MLP_HOOK.format(layer=layer) for layer in dataset.layers]
     values = pooled_activations(loaded, texts, samples, hooks, "max")
     stats = separation(values, labels)
     top = [
@@ -202,7 +202,7 @@ def probe_view(context: LiveContext, model: object, with_feature: str | None, wi
     labels = np.array([sample.label for sample in samples], dtype=bool)
     messages += _balance_notices(labels, MIN_PER_CLASS, "probe")
     layers = list(range(loaded.n_layers))
-    features = pooled_activations(loaded, texts, samples, [RESIDUAL_HOOK_TEMPLATE.format(layer=layer) for layer in layers], "mean")
+    features = pooled_activations(loaded, texts, samples, [RESIDUAL_HOOK.format(layer=layer) for layer in layers], "mean")
     outcome = probe(features, labels)
     if outcome.n_samples < TRUSTED_SAMPLES:
         messages.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+from hub_sync.format import histogram_bin
 from space.text import visible_token
 
 HIST_WIDTH = 560
@@ -17,12 +18,16 @@ def _edge_label(value: float) -> str:
 
 
 def _bin_label(index: int, edges: list[float]) -> str:
-    """The value range a histogram bin counts (see docs/FORMAT.md: bin i is edges[i-1] < v <= edges[i])."""
-    if index == 0:
-        return f"v ≤ {_edge_label(edges[0])}"
-    if index == len(edges):
-        return f"v > {_edge_label(edges[-1])}"
-    return f"{_edge_label(edges[index - 1])} < v ≤ {_edge_label(edges[index])}"
+    """The values a histogram bin counts, as hub_sync.format.histogram_bin defines them (and docs/FORMAT.md)."""
+    counted = histogram_bin(index, edges)
+    if counted.low is None:
+        return f"v ≤ {_edge_label(counted.high)}"
+    if counted.high is None:
+        return f"v ≥ {_edge_label(counted.low)}"
+    if counted.positive:
+        lower = "0 <" if counted.low == 0 else f"{_edge_label(counted.low)} ≤"
+        return f"{lower} v < {_edge_label(counted.high)}"
+    return f"{_edge_label(counted.low)} < v ≤ {_edge_label(counted.high)}"
 
 
 def histogram_svg(counts: list[int], edges: list[float]) -> str:

@@ -63,7 +63,8 @@ def reference_neuron(acts: np.ndarray, neuron: int, layer: int, k: tuple[int, in
     random = firing[np.lexsort((firing, keys[firing]))][:random_k]
     values = body.reshape(-1)
     edges = np.array(HISTOGRAM_EDGES)
-    bins = np.where(values > 0, np.searchsorted(edges, values, side="right"), np.searchsorted(edges, values, side="left"))
+    above, at_or_below = np.searchsorted(edges, values, side="right"), np.searchsorted(edges, values, side="left")
+    bins = np.where(values > 0, above, at_or_below)
     return NeuronReference(
         top=top,
         random=random,

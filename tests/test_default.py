@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import signal
@@ -148,3 +149,15 @@ def test_readme_commands_are_the_ones_ci_and_the_app_use():
     assert re.search(r"test\)\n.*?-m pytest", dev, re.S)
     usage = subprocess.run(["bash", str(REPO / "dev.sh"), "nonsense"], capture_output=True, text=True)
     assert usage.returncode == 2 and "bash dev.sh app" in usage.stderr
+
+
+def test_the_space_readme_links_only_files_the_deployed_space_holds():
+    """docs/space/README.md becomes the Space's README: a link must lead to a file the README's deploy uploads."""
+    deploy = re.search(r"hf upload your-name/neuroscope \. \. --repo-type space \\\n\s+--include (.*)\n",
+                       (REPO / "README.md").read_text()).group(1)
+    uploaded = re.findall(r'"([^"]+)"', deploy)
+    links = re.findall(r"\]\(([^)]+)\)", (REPO / "docs" / "space" / "README.md").read_text())
+    assert links, "the Space README says where its code is"
+    for link in links:
+        assert "://" not in link, f"{link}: an address outside the Space"
+        assert (REPO / link).is_file() and any(fnmatch.fnmatch(link, pattern) for pattern in uploaded), link

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from harvest.checkpoint import checkpoint_path
+from harvest.run_folder import checkpoint_file
 from hub_sync import format as fmt
+
 from tiny_models import native_model
 
 OPTIONS = ["--window", "24", "--batch-size", "4", "--top-k", "4", "--random-k", "3", "--no-progress"]
@@ -26,7 +28,8 @@ def model_folder(tmp_path_factory) -> Path:
 
 
 def run_harvest(*args: str, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harvest", *args], capture_output=True, text=True, timeout=300, **popen)
+    command = [sys.executable, "-m", "harvest", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, **popen)
 
 
 def dataset_contents(folder: Path) -> dict:
@@ -34,7 +37,9 @@ def dataset_contents(folder: Path) -> dict:
     manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text())
     for key in ("started", "finished"):
         manifest["harvest"].pop(key)
-    tables = {path.relative_to(folder).as_posix(): pq.read_table(path).to_pydict() for path in folder.rglob("*.parquet")}
+    tables = {
+        path.relative_to(folder).as_posix(): pq.read_table(path).to_pydict() for path in folder.rglob("*.parquet")
+    }
     return {"manifest": manifest, "tables": tables}
 
 
@@ -68,19 +73,22 @@ def test_folder_that_is_no_model(tmp_path):
 def test_empty_corpus(model_folder, tmp_path):
     corpus = tmp_path / "empty.txt"
     corpus.write_text("")
-    result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--out", str(tmp_path / "out"), *OPTIONS)
+    result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--out", str(tmp_path / "out"),
+                         *OPTIONS)
     _assert_refused(result, tmp_path / "out", "fewer tokens than one window")
 
 
 def test_unreadable_corpus(model_folder, tmp_path):
     corpus = tmp_path / "broken.jsonl"
     corpus.write_text('{"text": "fine"}\nnot json at all\n')
-    result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--out", str(tmp_path / "out"), *OPTIONS)
+    result = run_harvest("--model", str(model_folder), "--corpus", str(corpus), "--out", str(tmp_path / "out"),
+                         *OPTIONS)
     _assert_refused(result, tmp_path / "out", "broken.jsonl:2")
 
 
 def test_missing_corpus_file(model_folder, tmp_path):
-    result = run_harvest("--model", str(model_folder), "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "out"), *OPTIONS)
+    result = run_harvest("--model", str(model_folder), "--corpus", str(tmp_path / "nope.txt"),
+                         "--out", str(tmp_path / "out"), *OPTIONS)
     _assert_refused(result, tmp_path / "out", "does not exist")
 
 
@@ -125,13 +133,13 @@ def test_other_runs_checkpoint_is_refused(model_folder, tmp_path):
     args = ["--model", str(model_folder), "--out", str(out), *OPTIONS, "--tokens", str(400 * 24)]
     process = subprocess.Popen([sys.executable, "-m", "harvest", *args, "--checkpoint-every", "0"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(checkpoint_path(out), process)
+    _wait_for(checkpoint_file(out), process)
     process.kill()
     process.wait()
     result = run_harvest(*args, "--seed", "1")
     assert result.returncode == 2
     assert "checkpoint of a different run" in result.stderr
-    assert checkpoint_path(out).is_file(), "the other run's checkpoint is left untouched"
+    assert checkpoint_file(out).is_file(), "the other run's checkpoint is left untouched"
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -152,14 +160,14 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted_run(model_fo
     for delay in (0.0, 0.3, 0.7, 1.5):
         process = subprocess.Popen([sys.executable, "-m", "harvest", *args, "--out", str(out)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(checkpoint_path(out), process)
+        _wait_for(checkpoint_file(out), process)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        assert not (out / fmt.MANIFEST_FILE).exists() or not checkpoint_path(out).exists()
+        assert not (out / fmt.MANIFEST_FILE).exists() or not checkpoint_file(out).exists()
     result = run_harvest(*args, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert not checkpoint_path(out).parent.exists()
+    assert not checkpoint_file(out).parent.exists()
     assert dataset_contents(out) == dataset_contents(reference)
     again = run_harvest(*args, "--out", str(out))
     assert again.returncode == 0 and dataset_contents(out) == dataset_contents(reference)
@@ -181,18 +189,19 @@ def test_ctrl_c_saves_progress_and_the_rerun_finishes(model_folder, tmp_path):
     process.wait(timeout=60)
     assert process.returncode == 130, stderr
     assert "run the same command to resume" in stderr
-    assert checkpoint_path(out).is_file()
+    assert checkpoint_file(out).is_file()
     assert run_harvest(*args).returncode == 0
     assert (out / fmt.MANIFEST_FILE).is_file()
-    assert not checkpoint_path(out).exists()
+    assert not checkpoint_file(out).exists()
 
 
 def test_hub_corpus_streams_through_datasets_and_equals_the_local_file(model_folder, hub_server, tmp_path):
     """A Hub dataset id is streamed by `datasets` (over HTTP from the loopback Hub) into the same windows."""
     import pyarrow as pa
 
+    from harvest.config import HarvestConfig
     from harvest.corpus import CorpusSpec
-    from harvest.run import HarvestConfig, harvest
+    from harvest.run import harvest
 
     documents = [f"Record {i}: streaming text about neurons, windows and tokens number {i}.\n" * 2 for i in range(40)]
     corpus = tmp_path / "corpus"
@@ -210,3 +219,17 @@ def test_hub_corpus_streams_through_datasets_and_equals_the_local_file(model_fol
     assert any("tiny-corpus" in request.path for request in hub_server.requests())
     assert outputs["hub"]["tables"] == outputs["local"]["tables"]
     assert outputs["hub"]["manifest"]["corpus"]["name"] == "someone/tiny-corpus"
+
+
+def test_a_model_from_a_local_folder_is_named_after_the_folder_not_its_path(model_folder, tmp_path):
+    """The name the dataset and the Space show is the model's own; the path it was loaded from is its source."""
+    from harvest.config import HarvestConfig
+    from harvest.run import harvest
+    from space.sources import open_sources
+
+    folder = Path(shutil.copytree(model_folder, tmp_path / "tiny-gelu-2l"))
+    config = HarvestConfig(model=str(folder), out=tmp_path / "out", tokens=8 * 24, window=24, batch_size=4,
+                           top_k=2, random_k=1, progress=False)
+    manifest = json.loads((harvest(config) / fmt.MANIFEST_FILE).read_text())
+    assert (manifest["model"]["name"], manifest["model"]["source"]) == ("tiny-gelu-2l", str(folder))
+    assert open_sources([str(tmp_path / "out")]).model_names == ["tiny-gelu-2l"]

@@ -16,14 +16,17 @@ import psutil
 import pytest
 import torch
 
-from harvest import distributed
-from harvest.checkpoint import CHECKPOINT_DIR, CheckpointMismatch, checkpoint_path
+from harvest.batches import Slice, parse_shard, slice_windows
+from harvest.config import HarvestConfig, HarvestError
 from harvest.corpus import CorpusError, CorpusSpec
 from harvest.merge import MergeError, merge
 from harvest.models import load_model
-from harvest.run import HarvestConfig, HarvestError, _interrupt_after_batch, harvest
-from harvest.selection import LayerState, activation_dtype
+from harvest.run import _interrupt_after_batch, harvest
+from harvest.run_folder import CHECKPOINT_DIR, PART_FILE, CheckpointMismatch, checkpoint_file
+from harvest.selection import LayerState, activation_dtype, state_bytes
+from harvest.tokens import token_store_bytes
 from hub_sync import format as fmt
+
 from test_harvest_cli import dataset_contents, run_harvest
 from tiny_models import native_model
 
@@ -51,7 +54,7 @@ def reference(model_folder, tmp_path_factory) -> Path:
     return out
 
 
-def shard_config(model_folder: Path, out: Path, shard: distributed.Slice | None, **changes) -> HarvestConfig:
+def shard_config(model_folder: Path, out: Path, shard: Slice | None, **changes) -> HarvestConfig:
     """The config the CLI builds from OPTIONS (so parts made in-process are parts of the CLI's run)."""
     settings = dict(model=str(model_folder), corpus=CorpusSpec("python-docs"), out=out, tokens=WINDOWS * WINDOW,
                     window=WINDOW, batch_size=BATCH, top_k=TOP_K, random_k=RANDOM_K, bottom_k=BOTTOM_K,
@@ -64,7 +67,7 @@ def parts(model_folder, model, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("parts")
     folders = [root / f"part{index}" for index in range(3)]
     for index, folder in enumerate(folders):
-        harvest(shard_config(model_folder, folder, distributed.Slice(index, 3)), model)
+        harvest(shard_config(model_folder, folder, Slice(index, 3)), model)
     return folders
 
 
@@ -89,17 +92,17 @@ def torchrun(*args: str) -> list[str]:
 
 def test_slices_take_every_batch_exactly_once():
     for count in range(1, 5):
-        slices = [distributed.Slice(index, count) for index in range(count)]
+        slices = [Slice(index, count) for index in range(count)]
         for batch in range(20):
             assert sum(part.owns(batch) for part in slices) == 1
         for total in (1, 7, 8, 9, 150):
-            assert sum(distributed.slice_windows(part, total, BATCH) for part in slices) == total
+            assert sum(slice_windows(part, total, BATCH) for part in slices) == total
 
 
 @pytest.mark.parametrize("text", ["3/3", "-1/2", "a/b", "1", "1/0"])
 def test_bad_shard_is_refused(text):
     with pytest.raises(ValueError, match="--shard"):
-        distributed.parse_shard(text)
+        parse_shard(text)
 
 
 def test_bad_shard_on_the_command_line(model_folder, tmp_path):
@@ -117,17 +120,17 @@ def test_state_bytes_is_the_allocated_state(top_k, random_k, bottom_k, window):
     shared = {state.bin_of_prefix.data_ptr(): state.bin_of_prefix for state in states}
     allocated = sum(tensor.numel() * tensor.element_size() for tensor in [*tensors, *shared.values()])
     activation_bytes = torch.finfo(activation_dtype("cpu")).bits // 8
-    assert distributed.state_bytes(n_layers, d_mlp, window, top_k, random_k, bottom_k, activation_bytes) == allocated
+    assert state_bytes(n_layers, d_mlp, window, top_k, random_k, bottom_k, activation_bytes) == allocated
 
 
 def test_token_store_bound_counts_windows_of_int64_ids():
-    assert distributed.token_store_bytes(2, 10, 24, 4, 3, 2, windows=10**9) == 2 * 10 * 9 * 24 * 8
-    assert distributed.token_store_bytes(2, 10, 24, 4, 3, 2, windows=5) == 5 * 24 * 8
+    assert token_store_bytes(2, 10, 24, 4, 3, 2, windows=10**9) == 2 * 10 * 9 * 24 * 8
+    assert token_store_bytes(2, 10, 24, 4, 3, 2, windows=5) == 5 * 24 * 8
 
 
 @pytest.mark.slow
 def test_three_shards_merged_equal_one_process(parts, reference, model_folder, tmp_path):
-    records = [json.loads((folder / distributed.PART_FILE).read_text()) for folder in parts]
+    records = [json.loads((folder / PART_FILE).read_text()) for folder in parts]
     assert [record["shard"] for record in records] == ["0/3", "1/3", "2/3"]
     assert sum(record["windows"] for record in records) == WINDOWS
     out = tmp_path / "merged"
@@ -137,11 +140,11 @@ def test_three_shards_merged_equal_one_process(parts, reference, model_folder, t
 
 
 def test_finished_shard_is_kept_and_its_folder_refuses_another_shard(parts, model_folder, model):
-    before = checkpoint_path(parts[0]).stat().st_mtime_ns
-    harvest(shard_config(model_folder, parts[0], distributed.Slice(0, 3)), model)
-    assert checkpoint_path(parts[0]).stat().st_mtime_ns == before
+    before = checkpoint_file(parts[0]).stat().st_mtime_ns
+    harvest(shard_config(model_folder, parts[0], Slice(0, 3)), model)
+    assert checkpoint_file(parts[0]).stat().st_mtime_ns == before
     with pytest.raises(CheckpointMismatch, match="already holds shard 0/3"):
-        harvest(shard_config(model_folder, parts[0], distributed.Slice(1, 3)), model)
+        harvest(shard_config(model_folder, parts[0], Slice(1, 3)), model)
 
 
 def test_merge_refuses_parts_that_are_not_one_whole_run(parts, model_folder, model, tmp_path):
@@ -151,20 +154,25 @@ def test_merge_refuses_parts_that_are_not_one_whole_run(parts, model_folder, mod
     with pytest.raises(MergeError, match="shard 1/3 is given twice"):
         merge([*parts, parts[1]], out)
     other_seed = tmp_path / "seed1"
-    harvest(shard_config(model_folder, other_seed, distributed.Slice(0, 3), seed=1), model)
+    harvest(shard_config(model_folder, other_seed, Slice(0, 3), seed=1), model)
     with pytest.raises(MergeError, match="settings differ in seed"):
         merge([other_seed, *parts[1:]], out)
     halves = tmp_path / "halves"
     shutil.copytree(parts[0], halves)
-    record = json.loads((halves / distributed.PART_FILE).read_text())
-    (halves / distributed.PART_FILE).write_text(json.dumps(record | {"shard": "0/2"}))
+    record = json.loads((halves / PART_FILE).read_text())
+    (halves / PART_FILE).write_text(json.dumps(record | {"shard": "0/2"}))
     with pytest.raises(MergeError, match="different numbers of shards"):
         merge([halves, *parts[1:]], out)
     unfinished = tmp_path / "unfinished"
     shutil.copytree(parts[0], unfinished)
-    (unfinished / distributed.PART_FILE).unlink()
+    (unfinished / PART_FILE).unlink()
     with pytest.raises(MergeError, match="unfinished shard"):
         merge([unfinished, *parts[1:]], out)
+    garbled = tmp_path / "garbled"
+    shutil.copytree(parts[0], garbled)
+    (garbled / PART_FILE).write_text('{"run_id": "x"')
+    with pytest.raises(CheckpointMismatch, match="is not a readable part record"):
+        merge([garbled, *parts[1:]], out)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MergeError, match="holds no harvest part"):
         merge([tmp_path / "empty", *parts[1:]], out)
@@ -184,7 +192,7 @@ def test_shard_under_torchrun_is_refused(model_folder, model, tmp_path, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(HarvestError, match="under torchrun the ranks already share"):
-        harvest(shard_config(model_folder, tmp_path / "out", distributed.Slice(0, 2)), model)
+        harvest(shard_config(model_folder, tmp_path / "out", Slice(0, 2)), model)
 
 
 def test_corpus_error_from_the_batch_thread_reaches_the_caller(model_folder, model, tmp_path):
@@ -233,7 +241,7 @@ def _rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
 def test_rank_killed_mid_run_then_restarted_equals_one_process(model_folder, reference, tmp_path):
     out = tmp_path / "dataset"
     args = ["--model", str(model_folder), "--out", str(out), *OPTIONS, "--checkpoint-every", "0"]
-    rank_checkpoints = [checkpoint_path(out / CHECKPOINT_DIR / f"rank-{rank}-of-2") for rank in (0, 1)]
+    rank_checkpoints = [checkpoint_file(out / CHECKPOINT_DIR / f"rank-{rank}-of-2") for rank in (0, 1)]
     launcher = subprocess.Popen(torchrun(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not all(path.exists() for path in rank_checkpoints):

@@ -8,10 +8,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from harvest.config import HarvestConfig
 from harvest.corpus import CorpusSpec
 from harvest.models import load_model
-from harvest.run import HarvestConfig, harvest
+from harvest.run import harvest
 from hub_sync import format as fmt
+
 from harvest_oracle import all_activations, reference_neuron, reference_windows
 from tiny_models import native_model
 
@@ -111,8 +113,9 @@ def test_both_histogram_paths_bin_like_a_search_over_the_edges():
     from hub_sync.format import HISTOGRAM_EDGES
 
     edges = np.array(HISTOGRAM_EDGES, dtype=np.float32)
-    tricky = np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf)),
-                             [0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, 3e38, -3e38, np.inf, -np.inf]]).astype(np.float32)
+    neighbours = [np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf))]
+    extremes = [0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, 3e38, -3e38, np.inf, -np.inf]
+    tricky = np.concatenate([edges, *neighbours, extremes]).astype(np.float32)
     rng = np.random.default_rng(0)
     d_mlp, window = 16, 9
     values = np.concatenate([tricky, rng.standard_normal(2000).astype(np.float32) * 10 ** rng.uniform(-4, 3, 2000)])

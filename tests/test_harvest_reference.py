@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from harvest.config import HarvestConfig
 from harvest.corpus import CorpusSpec
-from harvest.run import HarvestConfig, harvest
+from harvest.run import harvest
 from hub_sync import format as fmt
+
 from tiny_models import hf_gpt2, hf_llama
 
 

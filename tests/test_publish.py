@@ -21,6 +21,7 @@ from huggingface_hub.utils import http_backoff
 
 from hub_sync import format as fmt
 from hub_sync.card import render_card
+from hub_sync.manifest import Manifest
 from hub_sync.publish import PublishError, pull, push
 from hub_sync.synthetic import write_synthetic_dataset
 from hub_sync.verify import verify_dataset
@@ -54,7 +55,8 @@ def sha256_of(path: Path) -> str:
 
 
 def commit_posts(server) -> list:
-    return [r for r in server.requests() if r.method == "POST" and r.path.startswith(f"/api/datasets/{REPO_ID}/commit/")]
+    commit_path = f"/api/datasets/{REPO_ID}/commit/"
+    return [r for r in server.requests() if r.method == "POST" and r.path.startswith(commit_path)]
 
 
 def lfs_put_oids(server) -> list[str]:
@@ -86,7 +88,7 @@ def test_push_creates_exactly_the_dataset_files_in_one_commit(hub_server, datase
     commits = api.list_repo_commits(REPO_ID, repo_type="dataset")
     assert [c.title for c in commits] == ["Publish Neuroscope neurons of synthetic/model (2 layers)", "initial commit"]
     assert commits[0].commit_id == sha and len(commit_posts(hub_server)) == 1
-    manifest = json.loads((dataset_dir / fmt.MANIFEST_FILE).read_text())
+    manifest = Manifest.from_json(json.loads((dataset_dir / fmt.MANIFEST_FILE).read_text()))
     assert (dataset_dir / fmt.CARD_FILE).read_text() == render_card(manifest, repo_id=REPO_ID)
     remote = hub_server.files(REPO_ID, revision=sha)
     assert remote.pop(".gitattributes")  # the Hub's own, from the initial commit

@@ -15,6 +15,7 @@ import pytest
 from hub_sync import format as fmt
 from hub_sync.reader import DatasetError, open_dataset, parse_hub_source
 from hub_sync.synthetic import write_synthetic_dataset
+from space.sources import open_sources
 
 D_MLP = 200  # 64 neurons per row group: four row groups, the last one partial
 
@@ -70,7 +71,8 @@ def test_every_neurons_examples_equal_a_full_read(which, request):
 def test_opened_dataset_exposes_manifest_and_neuron_tables(dataset_dir):
     ds = open_dataset(str(dataset_dir))
     manifest = json.loads((dataset_dir / fmt.MANIFEST_FILE).read_text())
-    assert (ds.source, ds.revision, ds.manifest, ds.name) == (str(dataset_dir), None, manifest, "synthetic/model")
+    assert (ds.source, ds.revision, ds.name) == (str(dataset_dir), None, "synthetic/model")
+    assert ds.manifest.to_json() == manifest
     assert (ds.layers, ds.d_mlp, ds.histogram_edges) == ([0, 1], D_MLP, fmt.HISTOGRAM_EDGES)
     assert ds.neurons(1).equals(pq.read_table(dataset_dir / fmt.neurons_path(1)))
     assert ds.neurons(1) is ds.neurons(1)
@@ -112,7 +114,8 @@ def test_out_of_range_requests_raise_dataset_error(dataset_dir, layer, neuron, m
 
 def test_unknown_major_format_version_is_refused(copy_dir):
     edit_manifest(copy_dir, format_version="2.0")
-    with pytest.raises(DatasetError, match=r"neuroscope.json .*format_version 2.0 has major version 2; .*knows major version 1"):
+    message = r"neuroscope.json .*format_version 2.0 has major version 2; .*knows major version 1"
+    with pytest.raises(DatasetError, match=message):
         open_dataset(copy_dir)
 
 
@@ -122,23 +125,20 @@ def test_newer_minor_format_version_is_read(copy_dir):
 
 
 @pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (lambda path: path.write_bytes(path.read_bytes()[:-100]), "not a readable Parquet file (truncated or corrupt)"),
-        (lambda path: path.write_bytes(b"PAR1" + b"\0" * 5000), "not a readable Parquet file (truncated or corrupt)"),
-        (lambda path: path.unlink(), "file is missing"),
-    ],
-    ids=["truncated", "garbage", "missing"],
+    "damage",
+    [lambda path: path.write_bytes(path.read_bytes()[:-100]), lambda path: path.write_bytes(b"PAR1" + b"\0" * 5000)],
+    ids=["truncated", "garbage"],
 )
 @pytest.mark.parametrize("relative", [fmt.examples_path(1), fmt.neurons_path(1)])
-def test_damaged_layer_file_is_named_in_the_error(copy_dir, damage, message, relative):
+def test_an_unreadable_layer_file_is_named_on_its_pages_and_the_other_layers_serve(copy_dir, damage, relative):
     damage(copy_dir / relative)
     ds = open_dataset(copy_dir)
     with pytest.raises(DatasetError) as raised:
         ds.examples(1, 5) if "examples" in relative else ds.neurons(1)
     assert f"{relative} (in {copy_dir})" in str(raised.value)
-    assert message in str(raised.value)
+    assert "not a readable Parquet file (truncated or corrupt)" in str(raised.value)
     assert ds.examples(0, 5).num_rows == 10
+    assert ds.unreadable_files == [relative]
 
 
 def test_corrupt_row_group_is_named_in_the_error(copy_dir):
@@ -158,8 +158,9 @@ def test_corrupt_row_group_is_named_in_the_error(copy_dir):
     [
         (None, "file is missing"),
         (b"{not json", "not valid JSON"),
-        (b'{"format_version": "1.0", "model": {}}', "model.name is missing or not a str"),
-        (b'{"format_version": "one"}', "format_version 'one' is not MAJOR.MINOR"),
+        (b'{"format_version": "1.0", "model": {}}', "model.name is missing"),
+        (b'{"format_version": "1.0", "model": {"name": 3}}', "model.name is 3, expected a string"),
+        (b'{"format_version": "one"}', "format_version 'one' is not a MAJOR.MINOR string"),
     ],
 )
 def test_broken_manifest_is_refused(copy_dir, content, message):
@@ -207,10 +208,22 @@ def test_missing_hub_repo_or_revision_is_a_dataset_error(hub_server, dataset_dir
         open_dataset("org/name@nope", endpoint=hub_server.url)
 
 
+def test_hub_dataset_opens_with_small_ranged_reads_of_its_footers(hub_server, dataset_dir):
+    sha = hub_server.add_folder("org/name", dataset_dir)
+    hub_server.clear_log()
+    open_dataset("org/name", endpoint=hub_server.url)
+    parquet_reads = [request for request in hub_server.requests() if request.path.endswith(".parquet")]
+    read_files = sorted(request.path.split(f"/resolve/{sha}/", 1)[1] for request in parquet_reads)
+    assert read_files == sorted([fmt.examples_path(0), fmt.examples_path(1), fmt.neurons_path(0), fmt.neurons_path(1)])
+    for request in parquet_reads:
+        size = (dataset_dir / request.path.split(f"/resolve/{sha}/", 1)[1]).stat().st_size
+        assert (request.method, request.status) == ("GET", 206)
+        assert request.range.endswith(f"-{size - 1}") and request.bytes_sent <= 16 << 10 < size
+
+
 def test_hub_page_is_one_ranged_get_of_one_row_group(hub_server, dataset_dir):
     sha = hub_server.add_folder("org/name", dataset_dir)
     ds = open_dataset("org/name", endpoint=hub_server.url)
-    ds.examples(1, 0)  # the first page of a layer also reads that file's footer, once
     resolve_path = f"/datasets/org/name/resolve/{sha}/{fmt.examples_path(1)}"
     for neuron, group in ((70, 1), (199, 3), (5, 0), (128, 2)):
         hub_server.clear_log()
@@ -264,3 +277,53 @@ def test_a_neuron_split_across_row_groups_is_still_read_whole(copy_dir):
     ds = open_dataset(copy_dir)
     for neuron in (0, 1, 2, 199):
         assert ds.examples(1, neuron).equals(full_examples(copy_dir, 1, neuron))
+
+
+def change_manifest(section: str, **changes):
+    def change(folder: Path) -> None:
+        path = folder / fmt.MANIFEST_FILE
+        manifest = json.loads(path.read_text())
+        manifest[section].update(changes)
+        path.write_text(json.dumps(manifest))
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("damage", "messages"),
+    [
+        (change_manifest("harvest", layers=[]), ["neuroscope.json (in {copy}): harvest.layers is empty"]),
+        (
+            change_manifest("model", d_mlp=D_MLP + 50),
+            [f"{fmt.neurons_path(0)} (in {{copy}}): holds {D_MLP} neuron rows, "
+             f"but the manifest's model.d_mlp is {D_MLP + 50}"],
+        ),
+        (
+            change_manifest("model", d_mlp=D_MLP - 50),
+            [
+                f"{fmt.neurons_path(0)} (in {{copy}}): holds {D_MLP} neuron rows, "
+                f"but the manifest's model.d_mlp is {D_MLP - 50}",
+                f"{fmt.examples_path(0)} (in {{copy}}): holds examples of neurons 0..{D_MLP - 1}, but the manifest's "
+                f"model.d_mlp is {D_MLP - 50} (neurons 0..{D_MLP - 51})",
+            ],
+        ),
+        (
+            lambda folder: (folder / fmt.examples_path(1)).unlink(),
+            [f"{fmt.examples_path(1)} (in {{copy}}): file is missing (the manifest's harvest.layers lists layer 1)"],
+        ),
+    ],
+    ids=["no-layers", "d_mlp-larger-than-the-files", "d_mlp-smaller-than-the-files", "layer-file-missing"],
+)
+def test_a_source_that_does_not_match_its_data_is_refused_and_the_others_serve(dataset_dir, copy_dir, damage, messages):
+    damage(copy_dir)
+    catalog = open_sources([str(copy_dir), str(dataset_dir)])
+    [unavailable] = catalog.unavailable
+    assert unavailable.source == str(copy_dir)
+    for message in messages:
+        assert message.format(copy=copy_dir) in unavailable.error
+    assert [dataset.source for dataset in catalog.models.values()] == [str(dataset_dir)]
+    assert catalog.index.problems == []
+    served = catalog.models["synthetic/model"]
+    assert served.examples(1, D_MLP - 1).equals(full_examples(dataset_dir, 1, D_MLP - 1))
+    banner = catalog.unavailable_messages()
+    assert any(message.startswith(f"Source {str(copy_dir)!r} is unavailable") for message in banner)

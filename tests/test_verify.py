@@ -79,7 +79,8 @@ def test_corrupt_column_data_is_reported_as_such(dataset):
     path = dataset / fmt.examples_path(0)
     chunk = pq.ParquetFile(path).metadata.row_group(0).column(fmt.EXAMPLE_SCHEMA.get_field_index("rank"))
     data = bytearray(path.read_bytes())
-    data[chunk.data_page_offset : chunk.data_page_offset + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    start, size = chunk.data_page_offset, chunk.total_compressed_size
+    data[start : start + size] = b"\xff" * size
     path.write_bytes(bytes(data))
     assert "data is unreadable (truncated or corrupt)" in only_problem(dataset, fmt.examples_path(0))
 
@@ -230,8 +231,10 @@ def test_card_missing_is_reported(dataset):
     ("change", "message"),
     [
         (lambda manifest: manifest.update(format_version="3.1"), "format_version 3.1 has major version 3"),
-        (lambda manifest: manifest["harvest"].pop("top_k"), "harvest.top_k is missing or not a int"),
-        (lambda manifest: manifest["model"].update(d_mlp="100"), "model.d_mlp is missing or not a int"),
+        (lambda manifest: manifest["harvest"].pop("top_k"), "harvest.top_k is missing"),
+        (lambda manifest: manifest["model"].update(d_mlp="100"), "model.d_mlp is '100', expected an integer"),
+        (lambda manifest: manifest["harvest"].update(layers=[]), "harvest.layers is empty"),
+        (lambda manifest: manifest["harvest"].update(layers=[0, 0]), "harvest.layers [0, 0] repeats a layer"),
     ],
 )
 def test_manifest_problems_are_reported(dataset, change, message):
