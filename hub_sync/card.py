@@ -9,7 +9,7 @@ from hub_sync import format as fmt
 SPACE_URL = "https://huggingface.co/spaces/neuroscope-hub/neuroscope"
 
 
-def _configs_yaml(layers: list[int]) -> str:
+def _configs_yaml(layers: list[int], explained: bool) -> str:
     lines = [
         "configs:",
         "- config_name: neurons",
@@ -24,7 +24,40 @@ def _configs_yaml(layers: list[int]) -> str:
             "  - split: train",
             f"    path: {fmt.examples_path(layer)}",
         ]
+    if explained:
+        lines += [
+            f"- config_name: {fmt.EXPLANATIONS_CONFIG}",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {fmt.EXPLANATIONS_DIR}/*.parquet",
+        ]
     return "\n".join(lines)
+
+
+def _explanations_section(manifest: dict, name: str) -> str:
+    """How to load the explanations, and which runs made them; nothing for a dataset without any."""
+    layers = fmt.explanation_layers(manifest)
+    if not layers:
+        return ""
+    runs = manifest[fmt.EXPLANATIONS_MANIFEST_KEY]["runs"]
+    made_by = "".join(
+        f"\n- `{run['explainer']}` (prompt {run['prompt_version']}, scores: {', '.join(run['scorers']) or 'none'}), "
+        f"{run['finished']}"
+        for run in runs
+    )
+    return f"""
+## Explanations
+
+Natural-language explanations of neurons of layers {", ".join(str(layer) for layer in layers)}, each scored on
+held-out examples the explainer never saw (detection: balanced accuracy; embedding: AUROC; simulation:
+correlation), every score with its n:
+
+```python
+explanations = load_dataset("{name}", "{fmt.EXPLANATIONS_CONFIG}", split="train")
+```
+
+Made by:{made_by}
+"""
 
 
 def render_card(manifest: dict, repo_id: str | None = None) -> str:
@@ -37,7 +70,7 @@ def render_card(manifest: dict, repo_id: str | None = None) -> str:
     notes = "".join(f"\n- {note}" for note in model.get("notes", []))
     browse = f"{SPACE_URL}?model={repo_id}" if repo_id else SPACE_URL
     return f"""---
-{_configs_yaml(layers)}
+{_configs_yaml(layers, bool(fmt.explanation_layers(manifest)))}
 tags:
 - interpretability
 - neuroscope
@@ -68,7 +101,7 @@ from datasets import load_dataset
 neurons = load_dataset("{name}", "neurons", split="train")      # stats of every neuron, all layers
 examples = load_dataset("{name}", "{first_layer}", split="train")  # one layer's examples only
 ```
-
+{_explanations_section(manifest, name)}
 ## Provenance
 
 ```json

@@ -132,7 +132,7 @@ def _format_version(version: Any) -> tuple[int, int] | None:
 def is_newer_minor_version(manifest: dict) -> bool:
     """A newer minor version of the known major only adds: extra columns are expected, not errors."""
     version = _format_version(manifest.get("format_version"))
-    return version is not None and version > _format_version(fmt.FORMAT_VERSION)
+    return version is not None and version > _format_version(fmt.NEWEST_FORMAT_VERSION)
 
 
 def manifest_problems(manifest: Any) -> list[str]:
@@ -168,7 +168,23 @@ def manifest_problems(manifest: Any) -> list[str]:
         problems.append(f"harvest.layers {layers} repeats a layer")
     if manifest["model"]["d_mlp"] <= 0:
         problems.append(f"model.d_mlp {manifest['model']['d_mlp']} must be positive")
-    return problems
+    return problems + explanation_manifest_problems(manifest)
+
+
+def explanation_manifest_problems(manifest: dict) -> list[str]:
+    """Format 1.1's optional `explanations` section: layers of the harvest, and a list of runs."""
+    section = manifest.get(fmt.EXPLANATIONS_MANIFEST_KEY)
+    if section is None:
+        return []
+    key = fmt.EXPLANATIONS_MANIFEST_KEY
+    if _format_version(manifest["format_version"]) < _format_version(fmt.EXPLANATIONS_FORMAT_VERSION):
+        return [f"section {key!r} needs format_version {fmt.EXPLANATIONS_FORMAT_VERSION} or later"]
+    if not isinstance(section, dict) or not isinstance(section.get("layers"), list) or not isinstance(
+        section.get("runs"), list
+    ):
+        return [f"section {key!r} must hold a list of `layers` and a list of `runs`"]
+    stray = [layer for layer in section["layers"] if layer not in manifest["harvest"]["layers"]]
+    return [f"{key}.layers {stray} are not layers of harvest.layers"] if stray else []
 
 
 def load_manifest(files: DatasetFiles) -> dict:
@@ -257,18 +273,22 @@ class ExamplesFile:
         return _kind_then_rank_order(rows.filter(pc.equal(rows.column("neuron"), neuron)))
 
 
-def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
-    """A whole neurons file (small: one row per neuron), read in one request."""
+def read_whole_table(files: DatasetFiles, relative: str, schema: pa.Schema, what: str) -> pa.Table:
+    """A whole small file (one row per neuron at most), read in one request and checked against its schema."""
     name = files.describe(relative)
     data = files.read_bytes(relative)
     try:
         table = pq.read_table(pa.BufferReader(data))
     except PARQUET_ERRORS as error:
         raise unreadable_parquet(name, error) from None
-    differences = schema_differences(table.schema, fmt.NEURON_SCHEMA, extra_columns_allowed=True)
+    differences = schema_differences(table.schema, schema, extra_columns_allowed=True)
     if differences:
-        raise DatasetError(f"{name}: not format v1 neuron statistics: " + "; ".join(differences))
+        raise DatasetError(f"{name}: not format v1 {what}: " + "; ".join(differences))
     return table
+
+
+def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
+    return read_whole_table(files, relative, fmt.NEURON_SCHEMA, "neuron statistics")
 
 
 K = TypeVar("K")
@@ -311,6 +331,10 @@ class NeuronDataset:
         self.histogram_edges: list[float] = [float(edge) for edge in manifest["harvest"]["histogram_edges"]]
         self._neuron_tables = _OnceCache(lambda layer: read_neuron_table(files, fmt.neurons_path(layer)))
         self._examples_files = _OnceCache(lambda layer: ExamplesFile(files, fmt.examples_path(layer)))
+        self.explanation_layers: list[int] = fmt.explanation_layers(manifest)
+        self._explanation_tables = _OnceCache(
+            lambda layer: read_whole_table(files, fmt.explanations_path(layer), fmt.EXPLANATION_SCHEMA, "explanations")
+        )
 
     def __repr__(self) -> str:
         return f"NeuronDataset({self.name!r}, source={self.source!r}, revision={self.revision!r})"
@@ -342,6 +366,19 @@ class NeuronDataset:
         layer_number = self._check_layer(layer)
         neuron_number = self._check_neuron(neuron)
         return self._examples_files.get(layer_number).examples(neuron_number)
+
+    def explanations(self, layer: int) -> pa.Table:
+        """That layer's explanations (format 1.1), one row per (neuron, explainer, prompt_version); empty if none."""
+        layer_number = self._check_layer(layer)
+        if layer_number not in self.explanation_layers:
+            return fmt.EXPLANATION_SCHEMA.empty_table()
+        return self._explanation_tables.get(layer_number)
+
+    def neuron_explanations(self, layer: int, neuron: int) -> list[dict]:
+        """One neuron's explanations as records (explanation, explainer, scores and their n, refusal, created)."""
+        table = self.explanations(layer)
+        neuron_number = self._check_neuron(neuron)
+        return table.filter(pc.equal(table.column("neuron"), neuron_number)).to_pylist()
 
 
 def open_dataset(source: str | os.PathLike, *, endpoint: str | None = None, token: str | None = None) -> NeuronDataset:

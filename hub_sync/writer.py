@@ -196,6 +196,31 @@ def write_layer(
     )
 
 
+def explanations_table(rows: Sequence[dict]) -> pa.Table:
+    """One row per (neuron, explainer, prompt_version), the last given winning, sorted by that key."""
+    latest = {(row["neuron"], row["explainer"], row["prompt_version"]): row for row in rows}
+    return pa.Table.from_pylist([latest[key] for key in sorted(latest)], schema=fmt.EXPLANATION_SCHEMA)
+
+
+def write_explanations(out_dir: Path, layer: int, rows: Sequence[dict]) -> None:
+    """Replace a layer's explanations file with these rows (the caller passes the old rows it keeps)."""
+    write_parquet(explanations_table(rows), out_dir / fmt.explanations_path(layer))
+
+
+def with_explanation_run(manifest: dict, layers: Sequence[int], run: dict) -> dict:
+    """The manifest declaring format 1.1, listing the layers that hold explanations and recording one more run."""
+    section = manifest.get(fmt.EXPLANATIONS_MANIFEST_KEY) or {"layers": [], "runs": []}
+    version = manifest["format_version"]
+    newest = max(version, fmt.EXPLANATIONS_FORMAT_VERSION, key=lambda text: tuple(int(part) for part in text.split(".")))
+    return manifest | {
+        "format_version": newest,
+        fmt.EXPLANATIONS_MANIFEST_KEY: {
+            "layers": sorted(set(section["layers"]) | set(layers)),
+            "runs": [*section["runs"], run],
+        },
+    }
+
+
 def finish_dataset(out_dir: Path, manifest: dict) -> None:
     """Card, then manifest last: the manifest's presence marks a complete dataset."""
     write_text(out_dir / fmt.CARD_FILE, render_card(manifest))
