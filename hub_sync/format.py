@@ -103,7 +103,7 @@ EXPLANATION_SCHEMA = pa.schema(
             for field in (pa.field(score, pa.float32()), pa.field(f"{score}_n", pa.int32(), nullable=False))
         ),
         pa.field("refusal", pa.string()),
-        pa.field("created", pa.timestamp("s", tz="UTC"), nullable=False),
+        pa.field("created", pa.timestamp("ms", tz="UTC"), nullable=False),
     ]
 )
 
