@@ -5,8 +5,8 @@ loop (a forward pass per token over the KV cache, independent of `generate`), an
 `POST /v1/chat/completions` as OpenAI's API does: plain JSON or streamed server-sent events, with `logprobs` /
 `top_logprobs` and `usage` (in the last chunk when `stream_options.include_usage`). `GET /v1/models` lists the
 model. Faults can be scripted, one per coming request or for every request: an HTTP status with headers (429
-with Retry-After, 500), an empty completion, a body that is not JSON, a completion of N characters, a reply
-after a delay (a hang), a dropped connection, or a fixed reply text. Every chat request is logged.
+with Retry-After, 500), an empty completion, a body that is not JSON, a completion of N characters, silence for
+a while (a hang), a dropped connection, or a fixed reply text. Every chat request is logged.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class ChatRequest:
     body: dict
     stream: bool
     answered: str  # "model", or the fault's kind
+    at: float  # time.monotonic() on arrival
 
 
 class Generator:
@@ -113,16 +114,15 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         fault = owner.next_fault()
         stream = bool(body.get("stream"))
-        owner.log(ChatRequest(body, stream, fault.kind if fault else "model"))
-        if fault is None or fault.kind == "hang":
-            if fault is not None:
-                time.sleep(fault.seconds)
+        owner.log(ChatRequest(body, stream, fault.kind if fault else "model", time.monotonic()))
+        if fault is None:
             self._answer(body, stream)
         elif fault.kind == "status":
             self._send_json(fault.status, {"error": {"message": f"scripted {fault.status}"}}, fault.headers)
         elif fault.kind == "malformed":
             self._send_bytes(200, b'{"choices": [{"message": ')
-        elif fault.kind == "drop":
+        elif fault.kind in ("drop", "hang"):  # a hang answers nothing for a while, then goes away
+            time.sleep(fault.seconds)
             self.close_connection = True
             self.connection.close()
         else:
