@@ -79,11 +79,19 @@ def detection_messages(explanation: str, item: Excerpt) -> Messages:
     ]
 
 
+def _token_list(tokens: Sequence[str]) -> str:
+    listed = "\n".join(f"{number}. {token!r}" for number, token in enumerate(tokens, 1))
+    return f"Tokens:\n{listed}"
+
+
 def simulation_messages(explanation: str, item: Excerpt) -> Messages:
-    tokens = "\n".join(f"{number}. {token!r}" for number, token in enumerate(item.tokens, 1))
+    """With one worked example of the reply's form (the apples of the explainer's example)."""
+    example = EXAMPLE_SHOWN[0]
     return [
         {"role": "system", "content": SIMULATION_SYSTEM.format(explanation=explanation)},
-        {"role": "user", "content": f"Tokens:\n{tokens}"},
+        {"role": "user", "content": _token_list(example.tokens)},
+        {"role": "assistant", "content": "\n".join(str(level) for level in scaled(example.activations, 1.0))},
+        {"role": "user", "content": _token_list(item.tokens)},
     ]
 
 
