@@ -106,6 +106,13 @@ def test_bad_explanations_are_refused_with_their_reason(reply, reason):
     assert reason in screening.refusal_reason(screening.clean_explanation(reply), prompt)
 
 
+def test_an_echo_of_the_worked_example_is_refused_unless_the_neuron_reads_it_too():
+    prompt = prompts.prompt_text(prompts.explainer_messages(prompts.EXAMPLE_SHOWN, 1.0))
+    echo = screening.refusal_reason('the word "apple"', prompt, prompts.EXAMPLE_WORDS, " the big dog ran")
+    assert echo == "repeats the prompt's worked example ('apple')"
+    assert screening.refusal_reason('the word "apple"', prompt, prompts.EXAMPLE_WORDS, " an apple a day") is None
+
+
 def test_good_explanations_pass_cleaned():
     prompt = prompts.prompt_text(prompts.explainer_messages(prompts.EXAMPLE_SHOWN, 1.0))
     assert screening.clean_explanation(' Explanation:  the word "dog". ') == 'the word "dog"'

@@ -56,6 +56,7 @@ EXAMPLE_SHOWN = [
     Excerpt("top", 2, 1, [" a", " basket", " of", " apples"], [0.0, 0.0, 0.1, 0.8]),
 ]
 EXAMPLE_ANSWER = 'the word "apples"'
+EXAMPLE_WORDS = ("apple", "pear", "basket")  # an explanation naming these echoes the worked example
 
 
 def _explainer_question(shown: Sequence[Excerpt], max_activation: float) -> str:

@@ -150,7 +150,8 @@ def explain_neuron(
         return _record(layer, neuron, backend.name, None, "never fired: no positive activation in its top examples", {})
     messages = prompts.explainer_messages(examples.shown, examples.max_activation)
     explanation = screening.clean_explanation(backend.complete(messages, max_tokens).text)
-    refusal = screening.refusal_reason(explanation, prompts.prompt_text(messages))
+    own_text = " ".join(item.text for item in examples.shown)
+    refusal = screening.refusal_reason(explanation, prompts.prompt_text(messages), prompts.EXAMPLE_WORDS, own_text)
     if refusal:
         return _record(layer, neuron, backend.name, None, refusal, {})
     scores = {scorer.name: scorer.score(explanation, examples) for scorer in scorers}

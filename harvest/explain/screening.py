@@ -23,8 +23,14 @@ def _normalised(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def refusal_reason(explanation: str, prompt: str) -> str | None:
-    """Why this (cleaned) explanation is refused, or None: empty, absurdly long, or leaking prompt or reasoning."""
+def refusal_reason(
+    explanation: str, prompt: str, example_words: tuple[str, ...] = (), own_text: str = ""
+) -> str | None:
+    """Why this (cleaned) explanation is refused, or None: empty, absurdly long, or leaking prompt or reasoning.
+
+    A small model may answer with the prompt's worked example: `example_words` (from it) that the neuron's own
+    excerpts (`own_text`) do not contain mark such an echo.
+    """
     if not explanation:
         return "empty explanation"
     if len(explanation) > MAX_EXPLANATION_CHARS:
@@ -36,6 +42,9 @@ def refusal_reason(explanation: str, prompt: str) -> str | None:
     marker = next((marker for marker in PROMPT_MARKERS if marker in lowered), None)
     if marker:
         return f"leaks the prompt ({marker!r})"
+    echoed = next((word for word in example_words if word in lowered and word not in own_text.lower()), None)
+    if echoed:
+        return f"repeats the prompt's worked example ({echoed!r})"
     text, source = _normalised(explanation), _normalised(prompt)
     for start in range(max(0, len(text) - LEAK_RUN_CHARS) + 1):
         run = text[start : start + LEAK_RUN_CHARS]
