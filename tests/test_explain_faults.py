@@ -205,3 +205,10 @@ def test_cli_explains_through_a_server_and_reports_bad_input(llm_server, dataset
         env_offline="1",
     )
     assert offline.returncode == 1 and "offline mode is enabled" in offline.stderr and "kept" in offline.stderr
+
+
+def test_a_server_that_refuses_the_first_request_stops_the_run_before_it_starts(llm_server, dataset):
+    llm_server.always(Fault.http(401))
+    with pytest.raises(ExplainError, match="cannot ask scripted for logprobs: HfHubHTTPError: .*401 Unauthorized"):
+        run(dataset, backend_for(llm_server), scorers=None)
+    assert not (dataset / WORK_DIR).exists() and verify_dataset(str(dataset)) == []

@@ -85,13 +85,22 @@ def _chosen(config: ExplainConfig, dataset: NeuronDataset) -> list[Neuron]:
     return [(layer, neuron) for layer in sorted(set(layers)) for neuron in sorted(set(neurons))]
 
 
+def _supports_logprobs(backend: ChatBackend) -> bool:
+    try:
+        return backend.supports_logprobs()
+    except Exception as error:  # the first request of a run: an unreachable or refusing server shows here
+        raise ExplainError(
+            f"cannot ask {backend.name} for logprobs: {type(error).__name__}: {describe(error)}"
+        ) from error
+
+
 def resolve_scorers(requested: list[str] | None, backend: ChatBackend) -> list[str]:
     """The scorers asked for, checked; by default every scorer this backend and installation support."""
     unknown = sorted(set(requested or []) - set(SCORER_NAMES))
     if unknown:
         raise ExplainError(f"unknown scorers {unknown}: choose from {', '.join(SCORER_NAMES)}")
     wanted = [name for name in SCORER_NAMES if requested is None or name in requested]
-    if any(name in NEEDS_LOGPROBS for name in wanted) and not backend.supports_logprobs():
+    if any(name in NEEDS_LOGPROBS for name in wanted) and not _supports_logprobs(backend):
         if requested is not None:
             raise ExplainError(f"the simulation scorer needs logprobs, and {backend.name} returns none")
         wanted = [name for name in wanted if name not in NEEDS_LOGPROBS]
@@ -256,16 +265,16 @@ def explain_dataset(
         ) from error
     finally:
         bar.close()
+    refused = sum(record["refusal"] is not None for record in work.records)
     if work.records:
         run = settings | {
             "layers": sorted({record["layer"] for record in work.records}),
             "neurons": len(work.records),
-            "refused": sum(record["refusal"] is not None for record in work.records),
+            "refused": refused,
             "started": work.header["started"],
             "finished": now_iso(),
         }
         fold(config.dataset, work.records, run)
-    refused = sum(record["refusal"] is not None for record in work.records)
     work.remove()
     return ExplainSummary(
         explained=len(work.records) - refused,
