@@ -17,9 +17,12 @@ DEFAULT_KEY_ENV = {"url": "OPENAI_API_KEY", HF_PROVIDERS: "HF_TOKEN"}
 EPILOG = """\
 examples:
   python -m harvest explain ./gpt2-neurons --layers 3 --neurons 0-99
-  python -m harvest explain ./gpt2-neurons --explainer-url http://localhost:8000/v1 --explainer-model Qwen/Qwen2.5-7B-Instruct
-  OPENAI_API_KEY=... python -m harvest explain ./gpt2-neurons --explainer-url https://api.openai.com/v1 --explainer-model gpt-4o-mini
-  HF_TOKEN=... python -m harvest explain ./gpt2-neurons --explainer-url hf --explainer-model meta-llama/Llama-3.1-8B-Instruct
+  python -m harvest explain ./gpt2-neurons --explainer-url http://localhost:8000/v1 \
+      --explainer-model Qwen/Qwen2.5-7B-Instruct
+  OPENAI_API_KEY=... python -m harvest explain ./gpt2-neurons --explainer-url https://api.openai.com/v1 \
+      --explainer-model gpt-4o-mini
+  HF_TOKEN=... python -m harvest explain ./gpt2-neurons --explainer-url hf \
+      --explainer-model meta-llama/Llama-3.1-8B-Instruct
 """
 
 

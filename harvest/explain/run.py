@@ -226,7 +226,7 @@ def fold(folder: Path, records: list[dict], run: dict) -> None:
 def explain_dataset(
     config: ExplainConfig, backend: ChatBackend, embedder: SentenceEmbedder | None = None
 ) -> ExplainSummary:
-    """Explain and score the chosen neurons of a local dataset folder, resuming an interrupted run of the same settings."""
+    """Explain and score the chosen neurons of a local dataset folder; resumes an interrupted run of these settings."""
     if config.concurrency < 1:
         raise ExplainError(f"--concurrency must be at least 1, got {config.concurrency}")
     started = time.monotonic()
