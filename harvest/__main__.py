@@ -1,6 +1,7 @@
 """`python -m harvest`: find every MLP neuron's max-activating examples and write them as a dataset.
 
 `python -m harvest merge PART_DIR... --out DIR` combines the parts of a `--shard` harvest (harvest.merge).
+`python -m harvest explain DATASET ...` explains and scores neurons of a dataset (harvest.explain).
 Every option's default is HarvestConfig's (harvest.config).
 """
 
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["merge"]:
         return merge.main(argv[1:])
+    if argv[:1] == ["explain"]:
+        from harvest.explain import cli as explain_cli
+
+        return explain_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     config = config_from(args)
     try:

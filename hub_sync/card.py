@@ -10,7 +10,7 @@ from hub_sync.manifest import Manifest
 SPACE_URL = "https://huggingface.co/spaces/neuroscope-hub/neuroscope"
 
 
-def _configs_yaml(layers: list[int]) -> str:
+def _configs_yaml(layers: list[int], explained: bool) -> str:
     lines = [
         "configs:",
         "- config_name: neurons",
@@ -25,11 +25,43 @@ def _configs_yaml(layers: list[int]) -> str:
             "  - split: train",
             f"    path: {fmt.examples_path(layer)}",
         ]
+    if explained:
+        lines += [
+            f"- config_name: {fmt.EXPLANATIONS_CONFIG}",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {fmt.EXPLANATIONS_DIR}/*.parquet",
+        ]
     return "\n".join(lines)
 
 
 def _count(number: int | None) -> str:
     return "an unknown number of" if number is None else f"{number:,}"
+
+
+def _explanations_section(manifest: Manifest, name: str) -> str:
+    """How to load the explanations, and which runs made them; nothing for a dataset without any."""
+    layers = manifest.explanation_layers
+    if not layers:
+        return ""
+    made_by = "".join(
+        f"\n- `{run.explainer}` (prompt {run.prompt_version}, scores: {', '.join(run.scorers) or 'none'}), "
+        f"{run.finished}"
+        for run in manifest.explanations.runs
+    )
+    return f"""
+## Explanations
+
+Natural-language explanations of neurons of layers {", ".join(str(layer) for layer in layers)}, each scored on
+held-out examples the explainer never saw (detection: balanced accuracy; embedding: AUROC; simulation:
+correlation), every score with its n:
+
+```python
+explanations = load_dataset("{name}", "{fmt.EXPLANATIONS_CONFIG}", split="train")
+```
+
+Made by:{made_by}
+"""
 
 
 def render_card(manifest: Manifest, repo_id: str | None = None) -> str:
@@ -42,7 +74,7 @@ def render_card(manifest: Manifest, repo_id: str | None = None) -> str:
     bottom = ", its most negative windows" if harvest.bottom_k else ""
     gated = " (gated MLP: neurons also fire negative)" if model.gated else ""
     return f"""---
-{_configs_yaml(layers)}
+{_configs_yaml(layers, bool(manifest.explanation_layers))}
 tags:
 - interpretability
 - neuroscope
@@ -73,7 +105,7 @@ from datasets import load_dataset
 neurons = load_dataset("{name}", "neurons", split="train")      # stats of every neuron, all layers
 examples = load_dataset("{name}", "{fmt.layer_config_name(layers[0])}", split="train")  # one layer's examples only
 ```
-
+{_explanations_section(manifest, name)}
 ## Provenance
 
 ```json

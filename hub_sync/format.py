@@ -14,11 +14,17 @@ import pyarrow.compute as pc
 
 FORMAT_VERSION = "1.0"
 FORMAT_MAJOR = 1
+# 1.1 only adds data/explanations/ (and the manifest's `explanations` section): a harvest still writes 1.0, and a
+# dataset declares 1.1 once explanations are added to it. Readers know every version up to the newest.
+EXPLANATIONS_FORMAT_VERSION = "1.1"
+NEWEST_FORMAT_VERSION = EXPLANATIONS_FORMAT_VERSION
 
 MANIFEST_FILE = "neuroscope.json"
 CARD_FILE = "README.md"
 NEURONS_DIR = "data/neurons"
 EXAMPLES_DIR = "data/examples"
+EXPLANATIONS_DIR = "data/explanations"
+EXPLANATIONS_CONFIG = "explanations"
 
 # The TransformerLens hooks the format is defined on: a neuron's activation is the MLP's `hook_post` (the input to
 # its output matrix); the residual stream after a block is what the live tools pool into text features.
@@ -112,6 +118,30 @@ EXAMPLE_SCHEMA = pa.schema(
 )
 
 
+# One row per (neuron, explainer, prompt_version), sorted by neuron then explainer then prompt_version: a rerun
+# with the same explainer and prompt replaces its rows, another explainer adds rows beside them. Each score is
+# null when it was not computed, and comes with its n (what it was computed over; see docs/FORMAT.md).
+EXPLANATION_SCORES = ("detection", "embedding", "simulation")
+SCORE_RANGES = {"detection": (0.0, 1.0), "embedding": (0.0, 1.0), "simulation": (-1.0, 1.0)}
+
+EXPLANATION_SCHEMA = pa.schema(
+    [
+        pa.field("layer", pa.int16(), nullable=False),
+        pa.field("neuron", pa.int32(), nullable=False),
+        pa.field("explanation", pa.string()),
+        pa.field("explainer", pa.string(), nullable=False),
+        pa.field("prompt_version", pa.string(), nullable=False),
+        *(
+            field
+            for score in EXPLANATION_SCORES
+            for field in (pa.field(score, pa.float32()), pa.field(f"{score}_n", pa.int32(), nullable=False))
+        ),
+        pa.field("refusal", pa.string()),
+        pa.field("created", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+
 def layer_file_name(layer: int) -> str:
     return f"layer_{layer:02d}.parquet"
 
@@ -122,6 +152,10 @@ def neurons_path(layer: int) -> str:
 
 def examples_path(layer: int) -> str:
     return f"{EXAMPLES_DIR}/{layer_file_name(layer)}"
+
+
+def explanations_path(layer: int) -> str:
+    return f"{EXPLANATIONS_DIR}/{layer_file_name(layer)}"
 
 
 def layer_config_name(layer: int) -> str:

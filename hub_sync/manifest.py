@@ -18,6 +18,7 @@ from typing import Any
 from hub_sync import format as fmt
 
 SECTIONS = ("model", "corpus", "harvest")
+EXPLANATIONS = "explanations"  # format 1.1's optional section: which layers hold explanations, and the runs
 _NOT_KEYS = ("extra",)
 
 
@@ -99,6 +100,31 @@ class HarvestInfo:
         return {"top": self.top_k, "random": self.random_k, "bottom": self.bottom_k}[kind]
 
 
+@dataclass(frozen=True)
+class ExplanationRun:
+    """One `python -m harvest explain` run: who explained, with which prompt and scorers, how many neurons."""
+
+    explainer: str
+    prompt_version: str
+    scorers: list[str]
+    layers: list[int]
+    neurons: int
+    refused: int
+    started: str
+    finished: str
+    max_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExplanationsInfo:
+    """Format 1.1: the layers with a `data/explanations/` file, and every run that wrote to them."""
+
+    layers: list[int]
+    runs: list[ExplanationRun]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 _SECTION_TYPES = {"model": ModelInfo, "corpus": CorpusInfo, "harvest": HarvestInfo}
 
 
@@ -113,10 +139,11 @@ def _required(f: dataclasses.Field) -> bool:
 
 def key_table() -> dict[str, bool]:
     """Every key a manifest may hold, as `section.key` (and `format_version`), and whether it is required:
-    what docs/FORMAT.md must list."""
-    return {"format_version": True} | {
+    what docs/FORMAT.md must list. The optional `explanations` section's keys are required within it."""
+    records = {**_SECTION_TYPES, EXPLANATIONS: ExplanationsInfo, f"{EXPLANATIONS}.runs[]": ExplanationRun}
+    return {"format_version": True, EXPLANATIONS: False} | {
         f"{section}.{f.name}": _required(f)
-        for section, record in _SECTION_TYPES.items()
+        for section, record in records.items()
         for f in dataclasses.fields(record)
         if f.name not in _NOT_KEYS
     }
@@ -132,6 +159,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(arg) for arg in typing.get_args(hint))
     if typing.get_origin(hint) is list:
         return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    if dataclasses.is_dataclass(hint):
+        return "an object"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}[hint]
 
 
@@ -141,6 +170,8 @@ def _conforms(value: Any, hint: Any) -> bool:
         return any(_conforms(value, arg) for arg in typing.get_args(hint))
     if typing.get_origin(hint) is list:
         return isinstance(value, list) and all(_conforms(item, typing.get_args(hint)[0]) for item in value)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
@@ -167,11 +198,21 @@ def _parse_section(name: str, record: type, data: Any, problems: list[str]) -> A
         if not _conforms(value, hints[f.name]):
             problems.append(f"{name}.{f.name} is {value!r}, expected {_describe(hints[f.name])}")
             continue
-        values[f.name] = [float(item) for item in value] if hints[f.name] == list[float] else value
+        values[f.name] = _typed(f"{name}.{f.name}", value, hints[f.name], problems)
     if len(problems) > found:
         return None
     known = keys(record)
     return record(**values, extra={key: value for key, value in data.items() if key not in known})
+
+
+def _typed(name: str, value: Any, hint: Any, problems: list[str]) -> Any:
+    """A conforming JSON value as its field holds it: floats as floats, nested records parsed (runs of explanations)."""
+    if hint == list[float]:
+        return [float(item) for item in value]
+    item_hint = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+    if dataclasses.is_dataclass(item_hint):
+        return [_parse_section(f"{name}[{i}]", item_hint, item, problems) for i, item in enumerate(value)]
+    return value
 
 
 @dataclass(frozen=True)
@@ -182,6 +223,7 @@ class Manifest:
     corpus: CorpusInfo
     harvest: HarvestInfo
     format_version: str = fmt.FORMAT_VERSION
+    explanations: ExplanationsInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -202,10 +244,14 @@ class Manifest:
         sections = {
             name: _parse_section(name, record, data.get(name), problems) for name, record in _SECTION_TYPES.items()
         }
+        explanations = None
+        if data.get(EXPLANATIONS) is not None:
+            explanations = _parse_section(EXPLANATIONS, ExplanationsInfo, data[EXPLANATIONS], problems)
         if problems:
             raise ManifestError(problems)
-        extra = {key: value for key, value in data.items() if key not in SECTIONS and key != "format_version"}
-        manifest = cls(**sections, format_version=version, extra=extra)
+        known = {*SECTIONS, EXPLANATIONS, "format_version"}
+        extra = {key: value for key, value in data.items() if key not in known}
+        manifest = cls(**sections, format_version=version, explanations=explanations, extra=extra)
         problems = manifest.problems()
         if problems:
             raise ManifestError(problems)
@@ -213,12 +259,10 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object to write: every key, plus the extra keys it was read with."""
-        def section(record: Any) -> dict[str, Any]:
-            return {key: getattr(record, key) for key in keys(type(record))} | record.extra
-
-        return {"format_version": self.format_version, **{name: section(getattr(self, name)) for name in SECTIONS}} | (
-            self.extra
-        )
+        written = {"format_version": self.format_version, **{name: _record_json(getattr(self, name)) for name in SECTIONS}}
+        if self.explanations is not None:
+            written[EXPLANATIONS] = _record_json(self.explanations)
+        return written | self.extra
 
     def problems(self) -> list[str]:
         """What makes a well-typed manifest unusable: layers, sizes and edges that cannot describe real files."""
@@ -239,9 +283,41 @@ class Manifest:
             problems.append(f"{', '.join(negative)} must not be negative")
         if harvest.histogram_edges != sorted(harvest.histogram_edges):
             problems.append("harvest.histogram_edges must be in increasing order")
-        return problems
+        return problems + self._explanation_problems()
+
+    def _explanation_problems(self) -> list[str]:
+        if self.explanations is None:
+            return []
+        if _parse_version(self.format_version) < _parse_version(fmt.EXPLANATIONS_FORMAT_VERSION):
+            return [f"section {EXPLANATIONS!r} needs format_version {fmt.EXPLANATIONS_FORMAT_VERSION} or later"]
+        stray = [layer for layer in self.explanations.layers if layer not in self.harvest.layers]
+        return [f"{EXPLANATIONS}.layers {stray} are not layers of harvest.layers"] if stray else []
+
+    @property
+    def explanation_layers(self) -> list[int]:
+        """Layers with an explanations file (format 1.1); [] for a dataset without any."""
+        return sorted(self.explanations.layers) if self.explanations else []
+
+    def with_explanation_run(self, layers: list[int], run: ExplanationRun) -> Manifest:
+        """This manifest declaring format 1.1, listing `layers` as explained too and recording one more run."""
+        before = self.explanations or ExplanationsInfo(layers=[], runs=[])
+        version = max(self.format_version, fmt.EXPLANATIONS_FORMAT_VERSION, key=_parse_version)
+        explanations = dataclasses.replace(
+            before, layers=sorted(set(before.layers) | set(layers)), runs=[*before.runs, run]
+        )
+        return dataclasses.replace(self, format_version=version, explanations=explanations)
 
     @property
     def adds_to_format(self) -> bool:
         """A newer minor version of the known major only adds: extra columns are expected, not errors."""
-        return _parse_version(self.format_version) > _parse_version(fmt.FORMAT_VERSION)
+        return _parse_version(self.format_version) > _parse_version(fmt.NEWEST_FORMAT_VERSION)
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    """One record as JSON: its keys (nested records too), then the extra keys it was read with."""
+    def value(item: Any) -> Any:
+        if isinstance(item, list):
+            return [value(element) for element in item]
+        return _record_json(item) if dataclasses.is_dataclass(item) else item
+
+    return {key: value(getattr(record, key)) for key in keys(type(record))} | record.extra

@@ -30,9 +30,10 @@ PUBLISHED_PATTERNS = [
     fmt.MANIFEST_FILE,
     f"{fmt.NEURONS_DIR}/*.parquet",
     f"{fmt.EXAMPLES_DIR}/*.parquet",
+    f"{fmt.EXPLANATIONS_DIR}/*.parquet",
 ]
 # Remote layer files that the folder no longer has are deleted in the same commit, so the repo mirrors the folder.
-STALE_PATTERNS = [f"{fmt.NEURONS_DIR}/*", f"{fmt.EXAMPLES_DIR}/*"]
+STALE_PATTERNS = [f"{fmt.NEURONS_DIR}/*", f"{fmt.EXAMPLES_DIR}/*", f"{fmt.EXPLANATIONS_DIR}/*"]
 NOT_PULLED = [".gitattributes"]
 
 

@@ -327,18 +327,22 @@ class ExamplesFile:
         return _in_row_order(rows.filter(pc.equal(rows.column("neuron"), neuron)))
 
 
-def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
-    """A whole neurons file (small: one row per neuron), read in one request."""
+def read_whole_table(files: DatasetFiles, relative: str, schema: pa.Schema, what: str) -> pa.Table:
+    """A whole small file (one row per neuron at most), read in one request and checked against its schema."""
     name = files.describe(relative)
     data = files.read_bytes(relative)
     try:
         table = pq.read_table(pa.BufferReader(data))
     except PARQUET_ERRORS as error:
         raise unreadable_parquet(name, error) from None
-    differences = schema_differences(table.schema, fmt.NEURON_SCHEMA, extra_columns_allowed=True)
+    differences = schema_differences(table.schema, schema, extra_columns_allowed=True)
     if differences:
-        raise DatasetError(f"{name}: not format v1 neuron statistics: " + "; ".join(differences))
+        raise DatasetError(f"{name}: not format v1 {what}: " + "; ".join(differences))
     return table
+
+
+def read_neuron_table(files: DatasetFiles, relative: str) -> pa.Table:
+    return read_whole_table(files, relative, fmt.NEURON_SCHEMA, "neuron statistics")
 
 
 K = TypeVar("K")
@@ -383,6 +387,10 @@ class NeuronDataset:
         self._footers = footers.examples
         self._neuron_tables = _OnceCache(self._read_neurons)
         self._examples_files = _OnceCache(self._open_examples)
+        self.explanation_layers: list[int] = manifest.explanation_layers
+        self._explanation_tables = _OnceCache(
+            lambda layer: read_whole_table(files, fmt.explanations_path(layer), fmt.EXPLANATION_SCHEMA, "explanations")
+        )
 
     def __repr__(self) -> str:
         return f"NeuronDataset({self.name!r}, source={self.source!r}, revision={self.revision!r})"
@@ -428,6 +436,19 @@ class NeuronDataset:
         layer_number = self._check_layer(layer)
         neuron_number = self._check_neuron(neuron)
         return self._examples_files.get(layer_number).examples(neuron_number)
+
+    def explanations(self, layer: int) -> pa.Table:
+        """That layer's explanations (format 1.1), one row per (neuron, explainer, prompt_version); empty if none."""
+        layer_number = self._check_layer(layer)
+        if layer_number not in self.explanation_layers:
+            return fmt.EXPLANATION_SCHEMA.empty_table()
+        return self._explanation_tables.get(layer_number)
+
+    def neuron_explanations(self, layer: int, neuron: int) -> list[dict]:
+        """One neuron's explanations as records (explanation, explainer, scores and their n, refusal, created)."""
+        table = self.explanations(layer)
+        neuron_number = self._check_neuron(neuron)
+        return table.filter(pc.equal(table.column("neuron"), neuron_number)).to_pylist()
 
 
 def open_dataset(source: str | os.PathLike, *, endpoint: str | None = None, token: str | None = None) -> NeuronDataset:

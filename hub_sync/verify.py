@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from hub_sync import format as fmt
-from hub_sync.manifest import Manifest
+from hub_sync.manifest import EXPLANATIONS, Manifest
 from hub_sync.reader import (
     PARQUET_ERRORS,
     DatasetError,
@@ -56,8 +56,8 @@ def _config_paths(config: dict) -> list[str]:
     return [path for path in paths if isinstance(path, str)]
 
 
-def card_problems(files: DatasetFiles, layers: list[int]) -> list[str]:
-    """The card must declare `neurons` and one `layer_N` config per layer, pointing at their files."""
+def card_problems(files: DatasetFiles, layers: list[int], explained: bool = False) -> list[str]:
+    """The card must declare `neurons`, one `layer_N` config per layer and, if `explained`, `explanations`."""
     name = files.describe(fmt.CARD_FILE)
     try:
         card = files.read_bytes(fmt.CARD_FILE).decode("utf-8", errors="replace")
@@ -77,13 +77,19 @@ def card_problems(files: DatasetFiles, layers: list[int]) -> list[str]:
         if fmt.examples_path(layer) not in configs.get(config_name, []):
             problems.append(f"{name}: no `{config_name}` config reading {fmt.examples_path(layer)}")
     expected = {"neurons"} | {fmt.layer_config_name(layer) for layer in layers}
+    if explained:
+        expected.add(fmt.EXPLANATIONS_CONFIG)
+        if not any(path.startswith(fmt.EXPLANATIONS_DIR) for path in configs.get(fmt.EXPLANATIONS_CONFIG, [])):
+            problems.append(f"{name}: no `{fmt.EXPLANATIONS_CONFIG}` config reading {fmt.EXPLANATIONS_DIR}/")
     extra = sorted(str(config_name) for config_name in configs if config_name not in expected)
     if extra:
         problems.append(f"{name}: configs {_listing(extra)} are not layers of the manifest")
     return problems
 
 
-def layer_file_problems(files: DatasetFiles, layers: list[int], present: dict[str, set[str]]) -> list[str]:
+def layer_file_problems(
+    files: DatasetFiles, layers: list[int], present: dict[str, set[str]], listed_by: str = "harvest.layers"
+) -> list[str]:
     """Every manifest layer has both files; no other file sits where the card's configs would read it.
 
     `present` maps each data folder to the file names it holds.
@@ -95,7 +101,7 @@ def layer_file_problems(files: DatasetFiles, layers: list[int], present: dict[st
             if file_name not in names:
                 problems.append(
                     f"{files.describe(f'{folder}/{file_name}')}: missing "
-                    f"(the manifest's harvest.layers lists layer {layer})"
+                    f"(the manifest's {listed_by} lists layer {layer})"
                 )
         for file_name in sorted(names - set(expected)):
             problems.append(f"{files.describe(f'{folder}/{file_name}')}: unexpected file, not a layer of the manifest")
@@ -264,6 +270,54 @@ def example_file_problems(files: DatasetFiles, layer: int, manifest: Manifest) -
     )
 
 
+def _explanation_key_problems(name: str, table: pa.Table, layer: int, d_mlp: int) -> list[str]:
+    """All rows of this layer, neurons in range, one row per (neuron, explainer, prompt_version), sorted by it."""
+    neurons = table.column("neuron").to_numpy().astype(np.int64)
+    problems = _outside_problems(name, neurons, d_mlp)
+    wrong_layer = np.unique(table.column("layer").to_numpy()[table.column("layer").to_numpy() != layer])
+    if len(wrong_layer):
+        problems.append(f"{name}: column 'layer' holds {_listing(wrong_layer)}, expected {layer} only")
+    keys = list(zip(neurons.tolist(), table.column("explainer").to_pylist(), table.column("prompt_version").to_pylist()))
+    if any(later <= earlier for earlier, later in zip(keys, keys[1:])):
+        problems.append(f"{name}: rows are not sorted by (neuron, explainer, prompt_version), one row each")
+    return problems
+
+
+def _score_problems(name: str, table: pa.Table) -> list[str]:
+    """Each score within its range, with n > 0 where it is given and n >= 0 always."""
+    neurons = table.column("neuron").to_numpy()
+    problems = []
+    for score, (low, high) in fmt.SCORE_RANGES.items():
+        values = table.column(score).to_numpy(zero_copy_only=False).astype(np.float64)
+        counts = table.column(f"{score}_n").to_numpy()
+        given = ~np.isnan(values)
+        outside = given & ((values < low - 1e-6) | (values > high + 1e-6))
+        if outside.any():
+            problems.append(f"{name}: {score} of neurons {_listing(neurons[outside])} is outside {low}..{high}")
+        uncounted = (given & (counts <= 0)) | (counts < 0)
+        if uncounted.any():
+            problems.append(f"{name}: {score}_n of neurons {_listing(neurons[uncounted])} is not a count for its score")
+    return problems
+
+
+def explanation_file_problems(files: DatasetFiles, layer: int, manifest: Manifest) -> list[str]:
+    """Format 1.1 explanations: keys, score ranges, and an explanation or a refusal reason in every row."""
+    relative = fmt.explanations_path(layer)
+    name = files.describe(relative)
+    parquet, schema_problems = _open_parquet(files, relative, fmt.EXPLANATION_SCHEMA, manifest)
+    if schema_problems:
+        return schema_problems
+    table = _read(parquet, name)
+    problems = _explanation_key_problems(name, table, layer, manifest.model.d_mlp) + _score_problems(name, table)
+    explained = pc.is_valid(table.column("explanation")).to_numpy(zero_copy_only=False)
+    refused = pc.is_valid(table.column("refusal")).to_numpy(zero_copy_only=False)
+    both_or_neither = explained == refused
+    if both_or_neither.any():
+        neurons = table.column("neuron").to_numpy()[both_or_neither]
+        problems.append(f"{name}: rows of neurons {_listing(neurons)} need exactly one of explanation and refusal")
+    return problems
+
+
 def _problems_or_error(check, *args) -> list[str]:
     """A check's problems, or the one problem that stopped it (an unreadable file)."""
     try:
@@ -282,9 +336,24 @@ def verify_dataset(source: str, endpoint: str | None = None, token: str | None =
     except DatasetError as error:
         return [str(error)]
     layers = sorted(manifest.harvest.layers)
-    problems = card_problems(files, layers) + layer_file_problems(files, layers, present)
+    explained = manifest.explanation_layers
+    problems = card_problems(files, layers, bool(explained)) + layer_file_problems(files, layers, present)
     for layer in layers:
         for folder, check in checks.items():
             if fmt.layer_file_name(layer) in present[folder]:
                 problems += _problems_or_error(check, files, layer, manifest)
+    return problems + _explanations_problems(files, explained, manifest)
+
+
+def _explanations_problems(files: DatasetFiles, explained: list[int], manifest: Manifest) -> list[str]:
+    """Format 1.1: one explanations file per layer the manifest's `explanations.layers` lists, each valid."""
+    try:
+        present = set(files.list_names(fmt.EXPLANATIONS_DIR))
+    except DatasetError as error:
+        return [str(error)]
+    listed_by = f"{EXPLANATIONS}.layers"
+    problems = layer_file_problems(files, explained, {fmt.EXPLANATIONS_DIR: present}, listed_by)
+    for layer in explained:
+        if fmt.layer_file_name(layer) in present:
+            problems += _problems_or_error(explanation_file_problems, files, layer, manifest)
     return problems

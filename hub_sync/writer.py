@@ -194,6 +194,17 @@ def write_layer(
     )
 
 
+def explanations_table(rows: Sequence[dict]) -> pa.Table:
+    """One row per (neuron, explainer, prompt_version), the last given winning, sorted by that key."""
+    latest = {(row["neuron"], row["explainer"], row["prompt_version"]): row for row in rows}
+    return pa.Table.from_pylist([latest[key] for key in sorted(latest)], schema=fmt.EXPLANATION_SCHEMA)
+
+
+def write_explanations(out_dir: Path, layer: int, rows: Sequence[dict]) -> None:
+    """Replace a layer's explanations file with these rows (the caller passes the old rows it keeps)."""
+    write_parquet(explanations_table(rows), out_dir / fmt.explanations_path(layer))
+
+
 def finish_dataset(out_dir: Path, manifest: Manifest) -> None:
     """Card, then manifest last: the manifest's presence marks a complete dataset. A manifest that could not
     describe real files is refused before anything is written."""

@@ -57,3 +57,41 @@ def smollm2_folder(tmp_path_factory):
     from harvest.smollm2 import export_smollm2
 
     return export_smollm2(tmp_path_factory.mktemp("smollm2") / "model")
+
+
+@pytest.fixture
+def llm_server(monkeypatch):
+    """A loopback OpenAI-compatible server (tests/openai_server.py) without a model: every reply is scripted.
+
+    huggingface_hub refuses all HTTP in offline mode (the suite runs with HF_HUB_OFFLINE=1), loopback included,
+    so the fixture lifts it for the test and its subprocesses.
+    """
+    from huggingface_hub import constants
+
+    from openai_server import OpenAIServer
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with OpenAIServer(None) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_folder):
+    """The loopback OpenAI-compatible server serving the real SmolLM2-135M, shared by a session's slow tests."""
+    from openai_server import OpenAIServer
+
+    with OpenAIServer(smollm2_folder) as server:
+        yield server
+
+
+@pytest.fixture
+def smollm2_llm(smollm2_server, monkeypatch):
+    """smollm2_server for one test: offline mode lifted, no scripted fault or log left from another test."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    smollm2_server.reset()
+    yield smollm2_server
+    smollm2_server.reset()

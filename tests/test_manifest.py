@@ -22,7 +22,7 @@ def documented_keys() -> dict[str, bool]:
     """The key table of FORMAT.md's manifest section: each key and whether it is marked required."""
     text = (REPO / "docs" / "FORMAT.md").read_text()
     section = text.split("## `neuroscope.json`", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", section, re.M)
+    rows = re.findall(r"^\| `([\w.\[\]]+)` \| ([^|]+) \|", section, re.M)
     assert rows, "FORMAT.md's manifest section has no key table"
     return {key: "required" in kind for key, kind in rows}
 
@@ -40,7 +40,7 @@ def test_a_published_manifest_reads_back_unchanged():
 
 
 def test_keys_of_a_newer_minor_version_are_kept():
-    newer = copy.deepcopy(PUBLISHED) | {"format_version": "1.3", "explanations": {"model": "x"}}
+    newer = copy.deepcopy(PUBLISHED) | {"format_version": "1.3", "ratings": {"model": "x"}}
     newer["model"]["quantisation"] = "q4"
     manifest = Manifest.from_json(newer)
     assert manifest.adds_to_format and manifest.to_json() == newer
@@ -110,3 +110,18 @@ def test_a_manifest_built_in_code_is_checked_before_it_is_written(tmp_path):
     with pytest.raises(ManifestError, match="harvest.layers is empty"):
         finish_dataset(tmp_path, manifest)
     assert not any(tmp_path.iterdir())
+
+
+def test_explanation_runs_round_trip_as_records():
+    explained = copy.deepcopy(PUBLISHED) | {"format_version": "1.1"}
+    run = {"explainer": "m", "prompt_version": "p1", "scorers": ["embedding"], "layers": [1], "neurons": 2,
+           "refused": 0, "started": "2026-05-01T11:00:00+00:00", "finished": "2026-05-01T12:00:00+00:00",
+           "max_tokens": 60}
+    explained["explanations"] = {"layers": [1], "runs": [run]}
+    manifest = Manifest.from_json(copy.deepcopy(explained))
+    assert manifest.explanation_layers == [1] and manifest.explanations.runs[0].scorers == ["embedding"]
+    assert manifest.to_json() == explained
+    broken = copy.deepcopy(explained)
+    broken["explanations"]["runs"][0]["neurons"] = "two"
+    with pytest.raises(ManifestError, match=r"explanations.runs\[0\].neurons is 'two', expected an integer"):
+        Manifest.from_json(broken)

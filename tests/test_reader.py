@@ -255,7 +255,7 @@ def test_newer_minor_version_may_add_columns(copy_dir):
     path = copy_dir / fmt.examples_path(0)
     table = pq.read_table(path)
     pq.write_table(table.append_column("future", pa.array([1.0] * table.num_rows)), path, row_group_size=640)
-    edit_manifest(copy_dir, format_version="1.1")
+    edit_manifest(copy_dir, format_version="1.2")
     assert open_dataset(copy_dir).examples(0, 70).equals(full_examples(copy_dir, 0, 70))
 
 

@@ -257,5 +257,5 @@ def test_extra_column_is_reported_unless_a_newer_minor_version_adds_it(dataset):
     relative = fmt.neurons_path(0)
     rewrite(dataset / relative, lambda table: table.append_column("future", pa.array([0] * table.num_rows)))
     assert "unexpected column 'future'" in only_problem(dataset, relative)
-    edit_manifest(dataset, lambda manifest: manifest.update(format_version="1.1"))
+    edit_manifest(dataset, lambda manifest: manifest.update(format_version="1.2"))
     assert verify_dataset(str(dataset)) == []
