@@ -136,8 +136,9 @@ def test_every_declared_package_is_imported_or_says_why():
 
 
 def test_the_check_names_an_undeclared_import_by_its_distribution(tmp_path):
-    (tmp_path / "module.py").write_text("import numpy\nimport yaml\nfrom PIL import Image\nimport json\nimport harvest\n")
-    found = undeclared_imports([tmp_path / "module.py"], {"numpy", "pillow"}, {"harvest"})
+    module = tmp_path / "module.py"
+    module.write_text("import numpy\nimport yaml\nfrom PIL import Image\nimport json\nimport harvest\n")
+    found = undeclared_imports([module], {"numpy", "pillow"}, {"harvest"})
     assert list(found) == ["yaml"] and distributions_of("yaml") == {"pyyaml"}
 
 
