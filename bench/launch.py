@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,7 +80,7 @@ def launch(clone: Path, environment: dict[str, str], log: Path, timeout: float) 
     url = f"http://127.0.0.1:{port}/"
     stamp_before = (clone / STAMP).stat().st_mtime if (clone / STAMP).exists() else None
     started = time.monotonic()
-    with log.open("a") as output:
+    with log.open("w") as output:
         app = subprocess.Popen(["bash", "dev.sh", "app"], cwd=clone, stdout=output, stderr=subprocess.STDOUT,
                                env={**environment, "GRADIO_SERVER_PORT": str(port)}, start_new_session=True)
     result = Launch()
@@ -114,7 +115,7 @@ def heaviest_imports(clone: Path, count: int = 6) -> tuple[float, list[str]]:
     rows = []
     for line in report.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
-        if match and len(match.group(2)) <= 4:  # app's own imports and theirs
+        if match and 2 <= len(match.group(2)) <= 4:  # app's own imports and theirs
             rows.append((int(match.group(1)) / 1e6, match.group(3)))
     rows.sort(reverse=True)
     return seconds, [f"{name} {cumulative:.1f} s" for cumulative, name in rows[:count]]
@@ -131,13 +132,12 @@ def measure(revision: str, workspace: Path, tokens: int, timeout: float) -> dict
                    "NEUROSCOPE_CACHE": str(clone / "neuroscope-cache"), "NEUROSCOPE_DEFAULT_TOKENS": str(tokens),
                    "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     environment.pop("NEUROSCOPE_SOURCES", None)
-    log = clone / "launch.log"
     label = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=clone, capture_output=True, text=True,
                            check=True).stdout.strip()[:90]
     print(f"\n{label}")
     results = {}
     for name in ("first launch", "relaunch"):
-        results[name] = launch(clone, environment, log, timeout)
+        results[name] = launch(clone, environment, clone / f"{name.replace(' ', '-')}.log", timeout)
         phases = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in results[name].phases().items())
         print(f"  {name}: HTTP 200 after {results[name].marks['page']:.1f} s ({phases})", flush=True)
     seconds, imports = heaviest_imports(clone)
@@ -162,9 +162,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one launch may take")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory(prefix="neuroscope-launch-") as workspace:
-        baseline = measure(args.baseline, Path(workspace), args.tokens, args.timeout) if args.baseline else None
-        measured = measure(args.revision, Path(workspace), args.tokens, args.timeout)
+    workspace = Path(tempfile.mkdtemp(prefix="neuroscope-launch-"))  # kept if a launch fails: its logs are there
+    baseline = measure(args.baseline, workspace, args.tokens, args.timeout) if args.baseline else None
+    measured = measure(args.revision, workspace, args.tokens, args.timeout)
+    shutil.rmtree(workspace)
     if baseline:
         print_ratios(baseline, measured)
 
