@@ -1,5 +1,6 @@
 """One dependency list: pyproject.toml declares every package the code imports, requirements.txt (what a Hugging Face
 Space installs) is that same list, and a Space that has only it, with no sources set, serves a page saying what to set.
+dev.sh installs it once, through uv with pip's indexes, and a relaunch installs nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import functools
 import importlib.metadata
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -140,6 +142,47 @@ def test_the_check_names_an_undeclared_import_by_its_distribution(tmp_path):
     module.write_text("import numpy\nimport yaml\nfrom PIL import Image\nimport json\nimport harvest\n")
     found = undeclared_imports([module], {"numpy", "pillow"}, {"harvest"})
     assert list(found) == ["yaml"] and distributions_of("yaml") == {"pyyaml"}
+
+
+def uv_settings(environment: dict[str, str]) -> dict[str, str]:
+    """What dev.sh's uv_settings_from_pip exports for uv, run with the suite's own pip under `environment`."""
+    function = 'source <(sed -n "/^uv_settings_from_pip()/,/^}/p" dev.sh)'
+    script = f"{function}; VENV={shlex.quote(sys.prefix)}; uv_settings_from_pip"
+    printed = subprocess.run(["bash", "-c", script], cwd=REPO, env=environment, capture_output=True, text=True,
+                             check=True).stdout
+    return dict(shlex.split(line)[1].split("=", 1) for line in printed.splitlines())
+
+
+def test_uv_gets_the_indexes_pip_is_configured_with(tmp_path):
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        "[global]\nindex-url = https://mirror.invalid/simple\nextra-index-url =\n    file:///a/simple\n    file:///b/simple\n"
+        "find-links = /global-wheels\ncert = /certs.pem\nconstraint = /global-constraints.txt\n"
+        "[install]\nfind-links = /install-wheels\n"
+    )
+    clean = {name: value for name, value in os.environ.items() if not name.startswith(("PIP_", "UV_", "SSL_CERT"))}
+    environment = {**clean, "PIP_CONFIG_FILE": str(config), "PIP_CONSTRAINT": "/env-constraints.txt"}
+    assert uv_settings(environment) == {
+        "UV_DEFAULT_INDEX": "https://mirror.invalid/simple",
+        "UV_INDEX": "file:///a/simple file:///b/simple",
+        "UV_FIND_LINKS": "/install-wheels",  # [install] overrides [global], as in pip
+        "UV_CONSTRAINT": "/env-constraints.txt",  # PIP_* variables override files, as in pip
+        "SSL_CERT_FILE": "/certs.pem",
+        "UV_INDEX_STRATEGY": "unsafe-best-match",
+    }
+    own = uv_settings({**environment, "PIP_FIND_LINKS": "/a /b", "UV_INDEX": "https://own.invalid/simple"})
+    assert own["UV_FIND_LINKS"] == "/a,/b" and "UV_INDEX" not in own, "uv's own settings win"
+
+
+def test_a_relaunch_installs_nothing():
+    """dev.sh's check in the venv it set up: under `bash dev.sh test` (CI), the suite's own."""
+    venv_dir = REPO / ".venv"
+    if Path(sys.prefix).resolve() != venv_dir.resolve():
+        pytest.skip(f"the suite runs from {sys.prefix}, not from {venv_dir}, which dev.sh sets up")
+    relaunch = subprocess.run(["bash", "dev.sh", "app", "--help"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+    assert relaunch.returncode == 0 and "usage: app.py" in relaunch.stdout, relaunch.stderr
+    assert "installing" not in relaunch.stderr
 
 
 @pytest.fixture
