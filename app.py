@@ -1,6 +1,7 @@
 """Neuroscope Hub's Space entry point: `python app.py [--source S ...] [--host H] [--port P]`.
 
-Sources come from --source, else NEUROSCOPE_SOURCES (comma-separated), else the embedded default.
+Sources come from --source, else NEUROSCOPE_SOURCES (comma-separated), else the embedded default; where that
+cannot be built (a Space installs requirements.txt, which cannot hold its model), the page says what to set.
 This file only wires space/ to its sources.
 """
 
@@ -15,14 +16,27 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from space.live_ui import live_tabs
 from space.server import build_app, serve
-from space.sources import open_sources, sources_from_env
+from space.sources import Unavailable, open_sources, sources_from_env
+
+EMBEDDED_DEFAULT = "the embedded default (SmolLM2-135M)"
+SET_SOURCES = (
+    "{reason}. A Space cannot install it from requirements.txt (its own dependencies need a C++ build). To serve "
+    "datasets, set the Space variable NEUROSCOPE_SOURCES to their Hub ids, comma-separated (for example "
+    "your-name/gpt2-neurons), add the secret HF_TOKEN if any of them is private, and restart the Space; locally, "
+    "pass --source FOLDER_OR_HUB_ID."
+)
 
 
-def embedded_default_sources() -> list[str]:
-    """The embedded SmolLM2 dataset, built by harvest on first launch and reused afterwards."""
+def embedded_default_sources() -> tuple[list[str], list[Unavailable]]:
+    """The embedded SmolLM2 dataset, built by harvest on first launch and reused afterwards; where its model is not
+    installed, no source and a note that says what to set instead (the app still serves, so the Space shows it)."""
     from harvest.default import default_source
+    from harvest.smollm2 import SmolLM2Unavailable
 
-    return [str(default_source())]
+    try:
+        return [str(default_source())], []
+    except SmolLM2Unavailable as missing:
+        return [], [Unavailable(EMBEDDED_DEFAULT, SET_SOURCES.format(reason=missing))]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,8 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sources, notes = args.source or sources_from_env(), []
     try:
-        sources = args.source or sources_from_env() or embedded_default_sources()
+        if not sources:
+            sources, notes = embedded_default_sources()
     except KeyboardInterrupt:
         print("\ninterrupted: the next launch resumes the default dataset's build", file=sys.stderr)
         return 130
@@ -45,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print("its build resumes on the next launch; or pass --source FOLDER_OR_HUB_ID", file=sys.stderr)
         return 1
     catalog = open_sources(sources, token=os.environ.get("HF_TOKEN"))
+    catalog.unavailable.extend(notes)
     for message in catalog.unavailable_messages():
         print(message, file=sys.stderr)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
