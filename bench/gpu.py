@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -387,8 +388,11 @@ class Report:
         self.data: dict = {"errors": []}
 
     def save(self) -> None:
+        """Written whole or not at all: a reader (or a kill) never sees half a file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=2, default=str))
+        staging = self.path.with_name(f".{self.path.name}.partial")
+        staging.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(staging, self.path)
 
     def step(self, figures: dict, name: str, measure: Callable[[], dict | object]) -> dict | object | None:
         """Run one step into figures[name]; a failure or a spent budget is recorded there and the run goes on."""
@@ -419,7 +423,9 @@ def bench_model(report: Report, name: str, args: argparse.Namespace, work: Path)
         figures["weights"] = "random (seed 0)"
     else:
         built = report.step(figures, "build", lambda: smollm2_folder(args.smollm2, work / name))
-        folder, figures["weights"], figures["weights_note"] = built if built else (None, None, None)
+        if built is None:
+            return
+        folder, figures["weights"], figures["weights_note"] = built
     if folder is None:
         return
     allocated = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
@@ -436,6 +442,23 @@ def bench_model(report: Report, name: str, args: argparse.Namespace, work: Path)
     report.step(figures, "memory", lambda: state_memory(plan, args.device))
     report.step(figures, "host_syncs", lambda: host_syncs(plan, batches[: args.sync_batches], args.device))
     report.step(figures, "gpu_equals_cpu", lambda: gpu_equals_cpu(folder, model, args))
+
+
+def bench_model_or_record(report: Report, name: str, args: argparse.Namespace, work: Path) -> None:
+    """One model's figures; a failure is recorded, and the next model's figures are still worth having."""
+    try:
+        bench_model(report, name, args, work)
+    except Exception:  # noqa: BLE001 - recorded in the report and on stderr
+        report.data["errors"].append(f"{name}: {traceback.format_exc()}")
+        print(f"{name} failed:\n{traceback.format_exc()}", file=sys.stderr)
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def stop_at_time_limit(signum: int, frame) -> None:
+    """`timeout` (bench/gpu.sh) sends SIGTERM: unwind, so that main prints and saves what was measured."""
+    raise SystemExit(f"stopped by signal {signum}: the time limit of bench/gpu.sh")
 
 
 def check_inputs(args: argparse.Namespace) -> str | None:
@@ -474,7 +497,7 @@ def table_row(name: str, figures: dict) -> str:
     rounds = ", ".join(f"{r:.3f}" for r in t.get("round_ratios", []))
     batch = " x ".join(str(n) for n in t.get("batch_shape", []))
     cells = [
-        name, figures.get("weights", "-"), f"{number(t.get('tokens_per_round'), ',')} ({batch})",
+        name, figures.get("weights") or "-", f"{number(t.get('tokens_per_round'), ',')} ({batch})",
         number(t.get("bare_tokens_per_s"), ",.0f"), number(t.get("harvest_tokens_per_s"), ",.0f"),
         f"**{number(t.get('ratio'), '.3f')}** ({rounds})",
         f"{number(syncs.get('harvest_per_batch'), '.1f')} ({number(syncs.get('bare_per_batch'), '.1f')})",
@@ -513,27 +536,22 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     started = time.monotonic()
     report = Report(args.json, started + args.budget_s)
-    report.data |= {"machine": machine(args.device), "settings": vars(args),
-                    "models": {}}
-    report.save()
-    with tempfile.TemporaryDirectory(prefix="neuroscope-gpu-bench-") as work:
-        for name in args.models.split(","):
-            print(f"[{time.monotonic() - started:6.1f} s] {name}", flush=True)
-            try:
-                bench_model(report, name, args, Path(work))
-            except Exception:  # noqa: BLE001 - the next model's figures are still worth having
-                report.data["errors"].append(f"{name}: {traceback.format_exc()}")
-                print(f"{name} failed:\n{traceback.format_exc()}", file=sys.stderr)
-            gc.collect()
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-    report.data["wall_seconds"] = time.monotonic() - started
-    report.save()
-    print(table(report.data))
-    print(f"\nevery figure: {args.json}")
+    previous_handler = signal.signal(signal.SIGTERM, stop_at_time_limit)
+    try:
+        report.data |= {"machine": machine(args.device), "settings": vars(args), "models": {}}
+        report.save()
+        with tempfile.TemporaryDirectory(prefix="neuroscope-gpu-bench-") as work:
+            for name in args.models.split(","):
+                print(f"[{time.monotonic() - started:6.1f} s] {name}", flush=True)
+                bench_model_or_record(report, name, args, Path(work))
+    finally:  # the time limit's SIGTERM too: what was measured is printed and saved
+        signal.signal(signal.SIGTERM, previous_handler)
+        report.data["wall_seconds"] = time.monotonic() - started
+        report.save()
+        print(table(report.data))
+        print(f"\nevery figure: {args.json}")
     checks = [check_passed(f.get("gpu_equals_cpu", {})) for f in report.data["models"].values()]
     return 0 if not report.data["errors"] and all(checks) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

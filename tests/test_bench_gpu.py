@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,6 +94,34 @@ def test_a_failing_step_is_recorded_and_the_other_figures_are_kept(tmp_path, sma
     assert "longer than the model's context of 64 tokens" in figures["gpu_equals_cpu"]["error"]
     assert figures["throughput"]["tokens_per_round"] == 3 * 4 * 8
     assert "longer than the model's context" in capsys.readouterr().out  # in the table's row
+
+
+def test_a_spent_time_budget_skips_the_steps_and_says_so(tmp_path, small_smollm2, capsys):
+    results = tmp_path / "gpu.json"
+    assert gpu.main(["--device", "cpu", "--smollm2", str(small_smollm2), "--budget-s", "0", "--json", str(results)]) == 1
+    for figures in json.loads(results.read_text())["models"].values():
+        assert figures["build"] == {"skipped": "time budget spent (--budget-s)"}
+    assert f"| {gpu.SMOLLM2} | - |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_time_limit_s_sigterm_still_prints_and_saves_what_was_measured(small_smollm2, tmp_path):
+    results = tmp_path / "gpu.json"
+    command = [sys.executable, str(REPO_ROOT / "bench" / "gpu.py"), "--device", "cpu", *SMOKE_SIZES,
+               "--smollm2", str(small_smollm2), "--json", str(results)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and run.poll() is None:
+        if results.is_file() and gpu.SMOLLM2 in json.loads(results.read_text()).get("models", {}):
+            break  # the first model is done
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 1 and "stopped by signal 15" in stderr
+    report = json.loads(results.read_text())
+    assert "wall_seconds" in report and "throughput" in report["models"][gpu.GPT2_SIZED]
+    assert f"| {gpu.GPT2_SIZED} | random (seed 0) |" in stdout
 
 
 def test_the_environment_check_names_what_is_missing():
