@@ -59,7 +59,8 @@ def test_the_cpu_smoke_run_reports_every_figure(small_smollm2, tmp_path):
     for name, figures in report["models"].items():
         throughput = figures["throughput"]
         assert throughput["tokens_per_round"] == 3 * 4 * 8
-        assert throughput["ratio"] == pytest.approx(throughput["harvest_tokens_per_s"] / throughput["bare_tokens_per_s"])
+        speeds = throughput["harvest_tokens_per_s"] / throughput["bare_tokens_per_s"]
+        assert throughput["ratio"] == pytest.approx(speeds)
         assert figures["memory"]["state_bytes_predicted"] > 0
         assert "no CUDA device" in figures["host_syncs"]["note"]
         check = figures["gpu_equals_cpu"]
@@ -98,7 +99,8 @@ def test_a_failing_step_is_recorded_and_the_other_figures_are_kept(tmp_path, sma
 
 def test_a_spent_time_budget_skips_the_steps_and_says_so(tmp_path, small_smollm2, capsys):
     results = tmp_path / "gpu.json"
-    assert gpu.main(["--device", "cpu", "--smollm2", str(small_smollm2), "--budget-s", "0", "--json", str(results)]) == 1
+    spent = ["--budget-s", "0"]
+    assert gpu.main(["--device", "cpu", "--smollm2", str(small_smollm2), *spent, "--json", str(results)]) == 1
     for figures in json.loads(results.read_text())["models"].values():
         assert figures["build"] == {"skipped": "time budget spent (--budget-s)"}
     assert f"| {gpu.SMOLLM2} | - |" in capsys.readouterr().out
@@ -134,7 +136,8 @@ def test_the_environment_check_names_what_is_missing():
 # ---- the rule, on planted activations [window, position, neuron]: position 0 is BOS, never scored -----------
 
 # Window scores 3.0, 2.0, 2.0, 1.0: the top 2 are windows 0 and 1, the tie between 1 and 2 going to the lower.
-BASE = torch.tensor([[0.0, 0.5, 3.0, 0.1], [0.0, 2.0, 0.2, 0.1], [0.0, 0.3, 2.0, 0.1], [0.0, 1.0, 0.2, 0.1]])[:, :, None]
+BASE = torch.tensor([[0.0, 0.5, 3.0, 0.1], [0.0, 2.0, 0.2, 0.1], [0.0, 0.3, 2.0, 0.1], [0.0, 1.0, 0.2, 0.1]])
+BASE = BASE[:, :, None]
 
 
 def harvested(acts: torch.Tensor, top_k: int = 2, random_k: int = 0) -> LayerState:
