@@ -2,14 +2,17 @@
 
 Texts of different lengths run together right-padded: the models are causal, so padding after a
 text's last token cannot change its activations. The functions that run the model are wrapped with
-`spaces.GPU` (a no-op off ZeroGPU Spaces) and return CPU float32 tensors.
+`spaces.GPU` (a no-op off ZeroGPU Spaces) and return CPU float32 tensors. They run one at a time per
+process: `run_with_hooks` adds its hooks to the shared model, where they would fire on any other
+request's forward pass running at the same time.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -20,12 +23,26 @@ from space.live_texts import EncodedText, Sample
 RESIDUAL_HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 BATCH_TEXTS = 16
 CACHED_TEXTS = 2  # one text's activations of every layer: ~24 MB for SmolLM2-135M, ~160 MB for GPT-2 XL
+MODEL_LOCK = threading.Lock()
+
+
+def one_at_a_time(model_call: Callable) -> Callable:
+    """Hold MODEL_LOCK around a `spaces.GPU` call, in the serving process and never inside the call: on ZeroGPU
+    its body runs in a forked worker, where a lock copied while held would never be released."""
+
+    @functools.wraps(model_call)
+    def serialised(*args, **kwargs):
+        with MODEL_LOCK:
+            return model_call(*args, **kwargs)
+
+    return serialised
 
 
 def _device(model: LoadedModel) -> torch.device:
     return next(model.bridge.parameters()).device
 
 
+@one_at_a_time
 @gpu(duration=60)
 @torch.inference_mode()
 def token_activations(model: LoadedModel, token_ids: Sequence[int], layers: Sequence[int]) -> torch.Tensor:
@@ -52,6 +69,7 @@ def _pool(acts: torch.Tensor, masks: torch.Tensor, reduce: str) -> torch.Tensor:
     return (acts * weights).sum(dim=1) / weights.sum(dim=1)
 
 
+@one_at_a_time
 @gpu(duration=120)
 @torch.inference_mode()
 def pooled_activations(

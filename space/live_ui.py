@@ -30,6 +30,10 @@ from space.sources import Catalog
 from space.ui import ExtraTab, NeuronControls, url_update_js
 
 TEXT_KEY = "text"
+# The events that run the model queue in one group, one at a time (the model lock would serialise them anyway;
+# the queue shows waiting users their place and keeps one probe's memory at a time). Views that only read
+# datasets stay concurrent.
+MODEL_EVENTS = {"concurrency_id": "live-model", "concurrency_limit": 1}
 CAPS_NOTE = (
     f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest) and lists at "
     f"{MAX_TEXTS_PER_LIST} texts; anything cut is named in a notice."
@@ -101,8 +105,9 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
         return (*refresh(params.get("model")), text, *view, *top)
 
     live_inputs = [controls.model, controls.layer, controls.neuron, text_box]
-    run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations").then(
-        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values], api_name="top_neurons"
+    run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations", **MODEL_EVENTS).then(
+        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values], api_name="top_neurons",
+        **MODEL_EVENTS,
     ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
         None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY])
     )
@@ -145,10 +150,14 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
 
     lists = [controls.model, with_box, without_box]
     buttons = [status, find_button, probe_button]
-    find_button.click(find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find").then(
+    find_button.click(
+        find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find", **MODEL_EVENTS
+    ).then(
         refresh, [controls.model], buttons, api_visibility="private"
     )
-    probe_button.click(run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe").then(
+    probe_button.click(
+        run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe", **MODEL_EVENTS
+    ).then(
         refresh, [controls.model], buttons, api_visibility="private"
     )
     controls.model.change(refresh, [controls.model], buttons, api_visibility="private")
