@@ -8,6 +8,8 @@ A deep link with `&text=...` opens the Live tab and reproduces its view.
 
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 
 from space.live_model import LiveModels
@@ -48,7 +50,7 @@ def live_status(context: LiveContext, model: str | None) -> tuple[str, bool]:
     reason = context.models.known_failure(context.catalog.models[ref.model])
     if reason:
         return message_html([f"Live tabs are off for {ref.model}: {reason}"]), False
-    return f'<p class="ns-muted">Runs {ref.model} (loaded on first use, then kept).</p>', True
+    return f'<p class="ns-muted">Runs {escape(ref.model, quote=True)} (loaded on first use, then kept).</p>', True
 
 
 def _status_outputs(context: LiveContext, model: str | None, buttons: int) -> tuple:
