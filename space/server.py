@@ -29,8 +29,9 @@ def build_app(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> FastAPI:
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
-    """Trust the proxy's forwarded scheme and host (Spaces), so short links build https URLs."""
-    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="*", log_level="warning")
+    """Forwarded headers are trusted from FORWARDED_ALLOW_IPS only (uvicorn reads it; loopback when unset): any
+    client can send them. On a Space, short links take their public host from SPACE_HOST instead."""
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, log_level="warning")
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from hub_sync import format as fmt
 from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
-from space.server import build_app, running
+from space.server import build_app, running, uvicorn_config
+from space.shortlinks import SPACE_HOST_ENV
 from space.sources import open_sources
 from space.text import visible_token
 
@@ -119,3 +120,30 @@ def test_short_link_with_a_bad_neuron_falls_back_with_a_note(served):
     url, _, _ = served
     html = urllib.request.urlopen(f"{url}n/org/plain/9/x").read().decode()
     assert "org/plain · layer 0 · neuron 0" in html and "Layer &#x27;9&#x27;" in html
+
+
+def card_tags(url: str, path: str, headers: dict[str, str]) -> tuple[dict[str, str], str]:
+    html = urllib.request.urlopen(urllib.request.Request(url + path, headers=headers)).read().decode()
+    return dict(re.findall(r'<meta property="(og:[a-z:]+)" content="([^"]*)"', html)), html
+
+
+def test_forged_forwarded_headers_reach_neither_the_redirect_nor_the_card(served, monkeypatch):
+    url, _, _ = served
+    query = "?model=org%2Fplain&amp;layer=1&amp;neuron=3"
+    forged = {"X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "x/%0Awindow.__pwned=1//"}
+    tags, html = card_tags(url, "n/org/plain/1/3", forged)
+    assert tags["og:url"] == f"{url}{query}" and tags["og:image"] == f"{url}n/org/plain/1/3.png"
+    assert f'http-equiv="refresh" content="0; url=/{query}"' in html and "javascript" not in html
+    tags, _ = card_tags(url, "n/org/plain/1/3", {"Host": 'evil.example/"><b>'})
+    assert tags["og:url"] == f"{url}{query}", "a malformed Host gives way to the server's own address"
+    monkeypatch.setenv(SPACE_HOST_ENV, "owner-neuroscope.hf.space")
+    tags, _ = card_tags(url, "n/org/plain/1/3", {"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    assert tags["og:url"] == f"https://owner-neuroscope.hf.space/{query}"
+    assert tags["og:image"] == "https://owner-neuroscope.hf.space/n/org/plain/1/3.png"
+
+
+def test_forwarded_headers_are_trusted_from_loopback_unless_configured(monkeypatch):
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert uvicorn_config(None, "127.0.0.1", 0).forwarded_allow_ips == "127.0.0.1,::1"
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.7")
+    assert uvicorn_config(None, "127.0.0.1", 0).forwarded_allow_ips == "10.0.0.7"
