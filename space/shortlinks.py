@@ -17,16 +17,18 @@ from html import escape
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from hub_sync.reader import DatasetError
 from space.links import NeuronRef, resolve
 from space.preview import neuron_card_png
 from space.render import examples_from_table
 from space.sources import Catalog
 from space.text import visible_token
-from space.views import neuron_row
+from space.views import neuron_row, unreadable_notice
 
 
 SPACE_HOST_ENV = "SPACE_HOST"  # set by Hugging Face Spaces: the Space's public host, e.g. owner-name.hf.space
 SCHEMES = ("http", "https")
+UNREADABLE_CARD = "This neuron cannot be shown: its dataset files are unreadable."
 HOST = re.compile(r"(?:(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
@@ -51,11 +53,15 @@ def public_origin(request: Request, environ: Mapping[str, str] = os.environ) -> 
     return f"{scheme}://{host}"
 
 
+def card_title(ref: NeuronRef) -> str:
+    return f"{ref.model} · layer {ref.layer} · neuron {ref.neuron}"
+
+
 def card_text(catalog: Catalog, ref: NeuronRef) -> tuple[str, str]:
     """The card's title and one-line description: stats and the tokens the neuron peaks on."""
     row = neuron_row(catalog, ref)
     peaks = ", ".join(f"{visible_token(token)!r}×{count}" for token, count in list(zip(row["peak_tokens"], row["peak_token_counts"]))[:5])
-    title = f"{ref.model} · layer {ref.layer} · neuron {ref.neuron}"
+    title = card_title(ref)
     description = f"max {row['max']:.3g} · density {100 * row['density']:.3g}% · peaks on {peaks or 'nothing'}"
     return title, description
 
@@ -88,7 +94,8 @@ def card_html(title: str, description: str, image_url: str, app_url: str, redire
 
 
 def short_link_router(catalog: Catalog) -> APIRouter:
-    """Routes for the card page and its PNG; invalid parts fall back to a valid neuron like deep links do."""
+    """Routes for the card page and its PNG; invalid parts fall back to a valid neuron like deep links do, and a
+    neuron whose files cannot be read gets a card that says so and a placeholder image, never an error."""
     router = APIRouter()
 
     @lru_cache(maxsize=256)
@@ -102,7 +109,11 @@ def short_link_router(catalog: Catalog) -> APIRouter:
         ref, _ = resolve(catalog, model, layer, neuron)
         if ref is None:
             return Response("No dataset is available.", status_code=404, media_type="text/plain")
-        return Response(card_png(ref), media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+        try:
+            return Response(card_png(ref), media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+        except DatasetError:
+            placeholder = neuron_card_png(card_title(ref), UNREADABLE_CARD, [])
+            return Response(placeholder, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @router.get("/n/{model:path}/{layer}/{neuron}", include_in_schema=False)
     def neuron_card_page(request: Request, model: str, layer: str, neuron: str) -> HTMLResponse:
@@ -111,7 +122,11 @@ def short_link_router(catalog: Catalog) -> APIRouter:
         if ref is None:
             page = card_html("Neuroscope Hub", "No dataset is available.", "", f"{origin}/", "/", messages)
             return HTMLResponse(page, status_code=404)
-        title, description = card_text(catalog, ref)
+        try:
+            title, description = card_text(catalog, ref)
+        except DatasetError as error:
+            title, description = card_title(ref), unreadable_notice(error)
+            messages = [*messages, description]
         redirect = f"/?{ref.query()}"
         return HTMLResponse(card_html(title, description, f"{origin}{ref.short_path()}.png", origin + redirect, redirect, messages))
 

@@ -32,6 +32,10 @@ def neuron_row(catalog: Catalog, ref: NeuronRef) -> dict:
     return catalog.models[ref.model].neurons(ref.layer).slice(ref.neuron, 1).to_pylist()[0]
 
 
+def unreadable_notice(error: DatasetError) -> str:
+    return f"This neuron cannot be shown: {error}"
+
+
 def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> NeuronView:
     """Render the neuron page, with any messages about how the request was resolved."""
     if ref is None:
@@ -41,7 +45,7 @@ def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> Ne
         examples = examples_from_table(dataset.examples(ref.layer, ref.neuron))
         row = neuron_row(catalog, ref)
     except DatasetError as error:
-        return NeuronView(ref, message_html([*messages, f"This neuron cannot be shown: {error}"]), "")
+        return NeuronView(ref, message_html([*messages, unreadable_notice(error)]), "")
     page = neuron_page_html(ref.model, ref.layer, ref.neuron, row, examples, dataset.histogram_edges)
     return NeuronView(ref, message_html(messages), page)
 

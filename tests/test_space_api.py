@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import re
 import urllib.request
 from html import escape
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from gradio_client import Client
@@ -147,3 +149,55 @@ def test_forwarded_headers_are_trusted_from_loopback_unless_configured(monkeypat
     assert uvicorn_config(None, "127.0.0.1", 0).forwarded_allow_ips == "127.0.0.1,::1"
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.7")
     assert uvicorn_config(None, "127.0.0.1", 0).forwarded_allow_ips == "10.0.0.7"
+
+
+DAMAGES = {
+    "cut-examples": lambda folder: truncate(folder / fmt.examples_path(1)),
+    "noise-examples": lambda folder: (folder / fmt.examples_path(1)).write_bytes(np.random.default_rng(0).bytes(4096)),
+    "no-examples": lambda folder: (folder / fmt.examples_path(1)).unlink(),
+    "no-neurons": lambda folder: (folder / fmt.neurons_path(1)).unlink(),
+    "cut-neurons": lambda folder: truncate(folder / fmt.neurons_path(1)),
+}
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """One copy per damage, each with layer 0 whole and layer 1's file cut, replaced by noise or deleted."""
+    root = tmp_path_factory.mktemp("space_damaged")
+    folders = []
+    for damage, apply in DAMAGES.items():
+        folder = write_synthetic_dataset(root / damage, n_layers=2, d_mlp=8, name=f"org/{damage}", seed=4)
+        apply(folder)
+        folders.append(str(folder))
+    with running(build_app(open_sources(folders))) as url:
+        yield url
+
+
+def get(connection: http.client.HTTPConnection, path: str) -> tuple[int, str, bytes]:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, response.getheader("content-type"), response.read()
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_short_links_to_unreadable_files_give_a_notice_and_a_placeholder_on_a_living_connection(damaged, damage):
+    host, port = damaged.removeprefix("http://").rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.connect()
+    socket = connection.sock
+    status, kind, body = get(connection, f"/n/org/{damage}/1/2")
+    page = body.decode()
+    assert status == 200 and kind.startswith("text/html"), page
+    if "neurons" in damage:  # the card's text comes from the neuron table (a refused source falls back instead)
+        assert "This neuron cannot be shown" in page or "Unknown model" in page
+    status, kind, body = get(connection, f"/n/org/{damage}/1/2.png")
+    assert status == 200 and kind == "image/png"
+    assert Image.open(io.BytesIO(body)).size == (1200, 630)
+    status, kind, body = get(connection, "/n/org/cut-examples/0/2.png")
+    assert status == 200 and kind == "image/png"
+    assert connection.sock is socket, "the keep-alive connection must survive"
+    connection.close()
