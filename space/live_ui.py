@@ -59,8 +59,8 @@ def _status_outputs(context: LiveContext, model: str | None, buttons: int) -> tu
 
 
 def count_input(**layout) -> gr.Number:
-    """How many neurons a ranking lists."""
-    return gr.Number(DEFAULT_COUNT, label="Neurons to list", precision=0, minimum=1, maximum=MAX_COUNT, **layout)
+    """How many neurons a ranking lists (no precision or bounds: the view checks it and says what it changed)."""
+    return gr.Number(DEFAULT_COUNT, label=f"Neurons to list (1 to {MAX_COUNT})", **layout)
 
 
 def html_panes(*element_ids: str) -> list[gr.HTML]:

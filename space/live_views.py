@@ -14,7 +14,7 @@ import numpy as np
 
 from harvest.models import HOOK_TEMPLATE
 from hub_sync.reader import DatasetError, NeuronDataset
-from space.links import NeuronRef, parse_int, resolve
+from space.links import NeuronRef, optional_int, resolve
 from space.live_forward import RESIDUAL_HOOK_TEMPLATE, ActivationCache, pooled_activations
 from space.live_model import LiveModels, LiveUnavailable
 from space.live_probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
@@ -69,9 +69,15 @@ def guarded(view: Callable[..., View]) -> Callable[..., View]:
     return run
 
 
-def _count(value: object) -> int:
-    number = parse_int(value)
-    return DEFAULT_COUNT if number is None else max(1, min(MAX_COUNT, number))
+def _count(value: object, messages: list[str]) -> int:
+    """How many neurons to list: a whole number in 1..MAX_COUNT, else the nearest one, saying so."""
+    number = optional_int(value, "Neurons to list", f"listing {DEFAULT_COUNT}", messages)
+    if number is None:
+        return DEFAULT_COUNT
+    count = max(1, min(MAX_COUNT, number))
+    if count != number:
+        messages.append(f"Neurons to list: {number} is not in 1..{MAX_COUNT}; listing {count}.")
+    return count
 
 
 def _model_ref(context: LiveContext, model: object, messages: list[str]) -> NeuronRef:
@@ -131,7 +137,7 @@ def top_neurons_view(context: LiveContext, model: object, text: str | None, coun
             for row, neuron in order
         ]
 
-    wanted = _count(count)
+    wanted = _count(count, messages)
     result = {"model": ref.model, "token_ids": encoded.token_ids, "by_max": hits(descending_order(maxima, wanted)),
               "by_relative": hits(descending_order(relative, wanted))}
     return message_html(messages), top_neurons_html(ref.model, result["by_max"], result["by_relative"]), result
@@ -179,7 +185,7 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
         {"layer": dataset.layers[row], "neuron": neuron, "auroc": float(stats.auroc[row, neuron]),
          "cohens_d": float(stats.cohens_d[row, neuron]), "mean_with": float(stats.mean_with[row, neuron]),
          "mean_without": float(stats.mean_without[row, neuron]), "values": values[row, :, neuron].tolist()}
-        for row, neuron in separation_order(stats, direction, _count(count))
+        for row, neuron in separation_order(stats, direction, _count(count, messages))
     ]
     layers = [
         {"layer": dataset.layers[row["row"]], "neuron": row["best_neuron"], "auroc": float(stats.auroc[row["row"], row["best_neuron"]]),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hub_sync.reader import DatasetError
-from space.links import NeuronRef, parse_int, random_neuron, resolve, step
+from space.links import NeuronRef, optional_int, random_neuron, resolve, step
 from space.render import examples_from_table, message_html, neuron_page_html
 from space.search import SORT_KEYS, SearchResult
 from space.sources import Catalog
@@ -102,9 +102,11 @@ def search_view(
     if unknown:
         messages.append(f"Unknown models ignored: {', '.join(map(repr, unknown))}.")
     wanted = [name for name in models or [] if name in catalog.models] or None
-    result = catalog.index.search(
-        keyword or "", wanted, parse_int(layer_min), parse_int(layer_max), sort, limit=RESULT_LIMIT
-    )
+    lowest = optional_int(layer_min, "From layer", "searching from the first layer", messages)
+    highest = optional_int(layer_max, "To layer", "searching to the last layer", messages)
+    if lowest is not None and highest is not None and lowest > highest:
+        messages.append(f"From layer {lowest} is above to layer {highest}: no layer is in that range; swap them.")
+    result = catalog.index.search(keyword or "", wanted, lowest, highest, sort, limit=RESULT_LIMIT)
     described = f"for {keyword.strip()!r}" if (keyword or "").strip() else "(no keyword: all neurons)"
     shown = f"; showing the first {len(result.hits)}" if result.total > len(result.hits) else ""
     hint = " Click a row to open its neuron." if result.hits else ""

@@ -209,6 +209,13 @@ def test_bad_text_gives_a_message(live):
     assert "Unknown model" in notice and values["model"] == MODEL
 
 
+def test_the_count_follows_the_number_rule(live):
+    for count, said, listed in ((3.5, "Neurons to list 3.5 is not a whole number; listing 20", 20),
+                                (0, "Neurons to list: 0 is not in 1..100; listing 1", 1), (4.0, "", 4)):
+        notice, _, values = live.client.predict(MODEL, "def f(x): return x", count, api_name="/top_neurons")
+        assert said in notice and len(values["by_max"]) == listed and (said or notice == "")
+
+
 def test_a_model_that_cannot_load_turns_live_off_while_browsing_works(live):
     client = live.client
     for endpoint, args in (("/activations", (MISSING, 0, 1, "hello")), ("/top_neurons", (MISSING, "hello", 5))):

@@ -201,3 +201,17 @@ def test_short_links_to_unreadable_files_give_a_notice_and_a_placeholder_on_a_li
     assert status == 200 and kind == "image/png"
     assert connection.sock is socket, "the keep-alive connection must survive"
     connection.close()
+
+
+def test_the_api_and_short_links_take_whole_numbers_only_and_say_so(served):
+    url, client, _ = served
+    assert client.predict("org/plain", 1.0, 2.0, api_name="/neuron")[:4] == ("org/plain", 1, 2, "")
+    for layer in (1.5, "³", "9" * 5000):
+        model, shown_layer, neuron, notice, _ = client.predict("org/plain", layer, 2, api_name="/neuron")
+        assert (model, shown_layer, neuron) == ("org/plain", 0, 2) and "is not a whole number" in notice
+    links = {"n/org/plain/%C2%B3/2": "layer 0 · neuron 2", "n/org/plain/1/" + "9" * 5000: "layer 1 · neuron 0",
+             "n/org/plain/1.5/2": "layer 0 · neuron 2"}
+    for path, title in links.items():
+        html = urllib.request.urlopen(url + path).read().decode()
+        assert "is not a whole number" in html and f"<title>org/plain · {title}</title>" in html
+        assert urllib.request.urlopen(url + path + ".png").headers["content-type"] == "image/png"
