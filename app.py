@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import Future
 
 # glibc malloc returns freed Parquet buffers to the system; Arrow's default pool keeps them (RSS +25%).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
@@ -23,6 +24,15 @@ def embedded_default_sources() -> list[str]:
     from harvest.default import default_source
 
     return [str(default_source())]
+
+
+def report_index_problems(build: Future) -> None:
+    """Print what the search index, built in the background, could not read: the banner says it, so must the log."""
+    if build.exception() is not None:
+        print(f"the search index could not be built: {build.exception()}", file=sys.stderr, flush=True)
+        return
+    for problem in build.result().problems:
+        print(problem, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print("its build resumes on the next launch; or pass --source FOLDER_OR_HUB_ID", file=sys.stderr)
         return 1
     catalog = open_sources(sources, token=os.environ.get("HF_TOKEN"))
-    for message in catalog.unavailable_messages():
+    for message in catalog.source_messages():
         print(message, file=sys.stderr)
+    catalog.index_build.add_done_callback(report_index_problems)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
     serve(build_app(catalog, live_tabs()), args.host, args.port)
     return 0

@@ -68,11 +68,22 @@ def strip_marks(text: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(pieces), spans
 
 
+def check_unicode(text: str) -> None:
+    """Refuse a text the tokenizer cannot take: a lone surrogate (half of a UTF-16 pair) is not a character."""
+    for position, character in enumerate(text):
+        if "\ud800" <= character <= "\udfff":
+            raise TextError(
+                f"The text holds a lone surrogate (U+{ord(character):04X}) at character {position + 1}, "
+                "half of a character that was cut: paste the text again or remove it."
+            )
+
+
 def encode_text(model: LoadedModel, text: str, allow_marks: bool = False) -> EncodedText:
     """Tokenize as the harvest does (no special tokens, BOS prepended), cut to the cap, marks resolved to tokens."""
     plain, spans = strip_marks(text) if allow_marks else (text, [])
     if not plain:
         raise TextError("The text is empty: type or paste some text.")
+    check_unicode(plain)
     encoding = model.tokenizer(plain, add_special_tokens=False, return_offsets_mapping=bool(spans))
     ids = list(encoding["input_ids"])
     if not ids:

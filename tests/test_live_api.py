@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import urllib.request
 from html import escape
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,7 +78,7 @@ def live(tmp_path_factory):
 
     catalog = open_sources([str(dataset), str(missing), str(synthetic)])
     with running(build_app(catalog, live_tabs(LiveModels(loader=counting_loader)))) as url:
-        yield SimpleNamespace(client=Client(url, verbose=False), model=model, dataset=dataset, loads=loads)
+        yield SimpleNamespace(client=Client(url, verbose=False), url=url, model=model, dataset=dataset, loads=loads)
 
 
 @torch.inference_mode()
@@ -197,6 +198,17 @@ def test_probe_reads_a_feature_present_by_construction_and_not_shuffled_labels(l
     assert "<svg" in plot and "Best: layer" in notice and "no evidence" not in notice
 
 
+def raw_call(url: str, endpoint: str, *args) -> list:
+    """An API call over plain HTTP with the JSON a browser sends: a lone surrogate travels as a \\ud83d escape
+    (gradio_client cannot send one: httpx encodes its JSON as UTF-8)."""
+    body = json.dumps({"data": list(args)}).encode()
+    request = urllib.request.Request(f"{url}gradio_api/call{endpoint}", data=body, headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(request).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url}gradio_api/call{endpoint}/{event_id}").read().decode()
+    assert "event: complete" in stream, stream
+    return json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+
+
 def test_bad_text_gives_a_message(live):
     client = live.client
     notice, html, values = client.predict(MODEL, 0, 3, "", api_name="/activations")
@@ -207,6 +219,10 @@ def test_bad_text_gives_a_message(live):
     assert values["truncated"] is True
     notice, _, values = client.predict("org/unknown", 0, 3, "hello", api_name="/activations")
     assert "Unknown model" in notice and values["model"] == MODEL
+    notice, _, values = raw_call(live.url, "/activations", MODEL, 0, 3, "half a pair: \ud83d here")
+    assert "lone surrogate (U+D83D) at character 14" in notice and values == {}
+    notice, _, values = raw_call(live.url, "/find", MODEL, "a\nb\ud800\nc", "d\ne\nf", "either way", 5)
+    assert "lone surrogate (U+D800)" in notice and values == {}
 
 
 def test_the_count_follows_the_number_rule(live):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import re
+import urllib.error
 import urllib.request
 from html import escape
 from pathlib import Path
@@ -215,3 +216,12 @@ def test_the_api_and_short_links_take_whole_numbers_only_and_say_so(served):
         html = urllib.request.urlopen(url + path).read().decode()
         assert "is not a whole number" in html and f"<title>org/plain · {title}</title>" in html
         assert urllib.request.urlopen(url + path + ".png").headers["content-type"] == "image/png"
+
+
+def test_a_100_kb_query_string_gets_414_and_the_server_keeps_serving(served):
+    url, client, _ = served
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url + "?q=" + "a" * 100_000)
+    assert refused.value.code == 414 and b"query string is longer" in refused.value.read()
+    assert urllib.request.urlopen(url + "?q=" + "a" * 1000).status == 200
+    assert client.predict("org/plain", 1, 1, api_name="/neuron")[:3] == ("org/plain", 1, 1)

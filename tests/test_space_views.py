@@ -36,6 +36,17 @@ def test_failed_sources_are_listed_with_their_error_while_others_open(catalog, t
     assert "neither a local folder" in errors["absent"]
 
 
+def test_two_sources_of_one_model_get_names_that_show_no_server_path(tmp_path):
+    first = write_synthetic_dataset(tmp_path / "first" / "copy", n_layers=1, d_mlp=4, name="org/same")
+    second = write_synthetic_dataset(tmp_path / "second" / "copy", n_layers=1, d_mlp=4, name="org/same")
+    third = write_synthetic_dataset(tmp_path / "third", n_layers=1, d_mlp=4, name="org/same")
+    catalog = open_sources([str(first), str(second), str(third)])
+    assert catalog.model_names == ["org/same", "org/same (copy)", "org/same (third)"]
+    assert all(str(tmp_path) not in name and "/tmp" not in name for name in catalog.model_names)
+    fourth = write_synthetic_dataset(tmp_path / "fourth" / "copy", n_layers=1, d_mlp=4, name="org/same")
+    assert open_sources([str(first), str(second), str(fourth)]).model_names == ["org/same", "org/same (copy)", "org/same (copy) #2"]
+
+
 def test_sources_from_env_splits_on_commas_and_drops_blanks():
     assert sources_from_env({"NEUROSCOPE_SOURCES": " a/b , ./x,,"}) == ["a/b", "./x"]
     assert sources_from_env({}) == []
