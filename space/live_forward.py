@@ -21,6 +21,7 @@ from space.live_model import gpu
 from space.live_texts import EncodedText, Sample
 
 RESIDUAL_HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
+Progress = Callable[..., object]  # called as progress(fraction, desc=...): gr.Progress, which spaces.GPU forwards
 BATCH_TEXTS = 16
 CACHED_TEXTS = 2  # one text's activations of every layer: ~24 MB for SmolLM2-135M, ~160 MB for GPT-2 XL
 MODEL_LOCK = threading.Lock()
@@ -73,9 +74,11 @@ def _pool(acts: torch.Tensor, masks: torch.Tensor, reduce: str) -> torch.Tensor:
 @gpu(duration=120)
 @torch.inference_mode()
 def pooled_activations(
-    model: LoadedModel, texts: list[EncodedText], samples: list[Sample], hook_names: list[str], reduce: str
+    model: LoadedModel, texts: list[EncodedText], samples: list[Sample], hook_names: list[str], reduce: str,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
-    """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions."""
+    """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions;
+    `progress` hears after each batch how many texts have run."""
     device = _device(model)
     stop_at_layer = max(int(name.split(".")[1]) for name in hook_names) + 1
     pooled: torch.Tensor | None = None
@@ -111,6 +114,9 @@ def pooled_activations(
         if pooled is None:
             pooled = torch.zeros((len(hook_names), len(samples), captured[hook_names[0]].shape[-1]))
         pooled[:, chosen] = torch.stack([captured[name] for name in hook_names])
+        if progress is not None:
+            done = start + len(batch)
+            progress(done / len(texts), desc=f"Running the model: {done} of {len(texts)} texts")
     if pooled is None:
         raise ValueError("no samples to run")
     return pooled

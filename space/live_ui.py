@@ -15,7 +15,7 @@ import gradio as gr
 from space.live_model import LiveModels
 from space.live_render import LIVE_CSS
 from space.live_stats import DIRECTIONS
-from space.live_texts import MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
+from space.live_texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
 from space.live_views import (
     DEFAULT_COUNT,
     MAX_COUNT,
@@ -36,9 +36,12 @@ TEXT_KEY = "text"
 # the queue shows waiting users their place and keeps one probe's memory at a time). Views that only read
 # datasets stay concurrent.
 MODEL_EVENTS = {"concurrency_id": "live-model", "concurrency_limit": 1}
-CAPS_NOTE = (
-    f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest) and lists at "
-    f"{MAX_TEXTS_PER_LIST} texts; anything cut is named in a notice."
+TEXT_CAP = f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest)"
+TEXT_CAP_NOTE = f"{TEXT_CAP}; anything cut is named in a notice."
+LISTS_CAP_NOTE = (
+    f"{TEXT_CAP}, lists at {MAX_TEXTS_PER_LIST} texts, and one run at {MAX_LIST_TOKENS:,} tokens over both lists, "
+    "taken from each list in turn (a run at the caps takes seconds on a CPU: see BENCHMARKS.md); anything left out "
+    "is named in a notice."
 )
 
 
@@ -79,7 +82,7 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
     gr.HTML(f"<style>{LIVE_CSS}</style>", padding=False)
     status = gr.HTML(elem_id="ns-live-status")
     text_box = gr.Textbox(label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id="ns-live-text")
-    gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {CAPS_NOTE}")
+    gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {TEXT_CAP_NOTE}")
     with gr.Row():
         run_button = gr.Button("Run", variant="primary", size="sm", elem_id="ns-live-run")
         count_box = count_input()
@@ -125,7 +128,7 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     status = gr.HTML(elem_id="ns-finder-status")
     gr.Markdown(
         "One text per line. Mark the feature's tokens with `[[...]]` in the first list to make it per token: "
-        f"then the marked tokens count as with the feature and the rest of that text as without. {CAPS_NOTE}"
+        f"then the marked tokens count as with the feature and the rest of that text as without. {LISTS_CAP_NOTE}"
     )
     with gr.Row():
         with_box = gr.Textbox(label="Texts with the feature", lines=8, elem_id="ns-with")
@@ -141,11 +144,11 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     )
     find_values, probe_values = json_values("finder", "probe")
 
-    def find(model, with_feature, without_feature, direction, count):
-        return find_view(context, model, with_feature, without_feature, direction, count)
+    def find(model, with_feature, without_feature, direction, count, progress=gr.Progress()):
+        return find_view(context, model, with_feature, without_feature, direction, count, progress)
 
-    def run_probe(model, with_feature, without_feature):
-        return probe_view(context, model, with_feature, without_feature)
+    def run_probe(model, with_feature, without_feature, progress=gr.Progress()):
+        return probe_view(context, model, with_feature, without_feature, progress)
 
     def refresh(model):
         return _status_outputs(context, model, 2)

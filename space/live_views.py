@@ -15,7 +15,7 @@ import numpy as np
 from harvest.models import HOOK_TEMPLATE
 from hub_sync.reader import DatasetError, NeuronDataset
 from space.links import NeuronRef, optional_int, resolve
-from space.live_forward import RESIDUAL_HOOK_TEMPLATE, ActivationCache, pooled_activations
+from space.live_forward import RESIDUAL_HOOK_TEMPLATE, ActivationCache, Progress, pooled_activations
 from space.live_model import LiveModels, LiveUnavailable
 from space.live_probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
 from space.live_render import finder_html, live_tokens_html, probe_plot_svg, top_neurons_html
@@ -164,7 +164,7 @@ def json_safe(rows: list[dict]) -> list[dict]:
 
 @guarded
 def find_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
-              direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT) -> View:
+              direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT, progress: Progress | None = None) -> View:
     """Neurons ranked by how well their max activation separates samples with the feature from samples without."""
     messages: list[str] = []
     ref = _model_ref(context, model, messages)
@@ -179,7 +179,7 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
     if min(labels.sum(), (~labels).sum()) < FINDER_COARSE_PER_SIDE:
         messages.append(f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, AUROC moves in coarse steps: add texts to trust the ranking.")
     hooks = [HOOK_TEMPLATE.format(layer=layer) for layer in dataset.layers]
-    values = pooled_activations(loaded, texts, samples, hooks, "max")
+    values = pooled_activations(loaded, texts, samples, hooks, "max", progress)
     stats = separation(values, labels)
     top = [
         {"layer": dataset.layers[row], "neuron": neuron, "auroc": float(stats.auroc[row, neuron]),
@@ -198,7 +198,8 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
 
 
 @guarded
-def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None) -> View:
+def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
+               progress: Progress | None = None) -> View:
     """Cross-validated accuracy, layer by layer, of a logistic-regression probe on the mean residual stream."""
     messages: list[str] = []
     ref = _model_ref(context, model, messages)
@@ -208,7 +209,10 @@ def probe_view(context: LiveContext, model: object, with_feature: str | None, wi
     labels = np.array([sample.label for sample in samples], dtype=bool)
     messages += _balance_notices(labels, MIN_PER_CLASS, "probe")
     layers = list(range(loaded.n_layers))
-    features = pooled_activations(loaded, texts, samples, [RESIDUAL_HOOK_TEMPLATE.format(layer=layer) for layer in layers], "mean")
+    hooks = [RESIDUAL_HOOK_TEMPLATE.format(layer=layer) for layer in layers]
+    features = pooled_activations(loaded, texts, samples, hooks, "mean", progress)
+    if progress is not None:
+        progress(None, desc=f"Fitting the probes: {len(layers)} layers, {len(samples)} samples")
     outcome = probe(features, labels)
     if outcome.n_samples < TRUSTED_SAMPLES:
         messages.append(
