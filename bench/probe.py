@@ -94,7 +94,7 @@ def bare_forward(model, texts, batch: int = 16) -> None:
         model.bridge(tokens.to(device))
 
 
-def measure(dataset: Path, repeats: int, threads: int | None) -> dict:
+def measure(dataset: Path, lists: dict[str, list[str]], repeats: int, threads: int | None) -> dict:
     """Run in the measuring process: load the model, then time each view against the bare pass, alternating."""
     from space.live_model import LiveModels
     from space.live_views import LiveContext, find_view, probe_view
@@ -107,8 +107,9 @@ def measure(dataset: Path, repeats: int, threads: int | None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     results: dict[str, dict] = {"loaded_rss": status_kilobytes("VmRSS") * 1024, "threads": torch.get_num_threads()}
-    views = {"probe": lambda a, b: probe_view(context, name, a, b), "finder": lambda a, b: find_view(context, name, a, b)}
-    for shape, (with_feature, without_feature) in inputs(model.tokenizer).items():
+    views = {"probe": lambda with_feature, without_feature: probe_view(context, name, with_feature, without_feature),
+             "finder": lambda with_feature, without_feature: find_view(context, name, with_feature, without_feature)}
+    for shape, (with_feature, without_feature) in lists.items():
         notices: list[str] = []
         texts, samples = encode_lists(model, with_feature, without_feature, notices)
         bare_forward(model, texts[:2])  # warm-up
@@ -129,19 +130,25 @@ def measure(dataset: Path, repeats: int, threads: int | None) -> dict:
             results[f"{view_name}, {shape}"] = {
                 "texts": len(texts), "tokens": sum(len(text.token_ids) for text in texts), "samples": len(samples),
                 "view_s": statistics.median(view_seconds), "bare_s": statistics.median(bare_seconds),
-                "ratio": statistics.median(ratios), "peak_rss": max(peaks), "rss_before": min(before), "notices": notices,
+                "ratio": statistics.median(ratios), "peak_rss": max(peaks), "rss_before": min(before),
+                "notices": notices,
             }
     return results
 
 
-def prepare(store: Path) -> Path:
-    """SmolLM2 exported and harvested (every layer, a few windows) once into the store."""
+def prepare(store: Path) -> tuple[Path, Path]:
+    """SmolLM2 exported and harvested (every layer, a few windows) once into the store, and the lists to run
+    written beside it (so the measuring process loads nothing but the model)."""
+    from transformers import AutoTokenizer
+
     live = bench_live()
     folder = live.export_smollm2(store / "smollm2")
     dataset = store / "datasets" / "smollm2"
     if not (dataset / "neuroscope.json").exists():
         live.dataset_for(folder, dataset, "cpu")
-    return dataset
+    lists = store / "lists.json"
+    lists.write_text(json.dumps(inputs(AutoTokenizer.from_pretrained(folder))))
+    return dataset, lists
 
 
 def main() -> int:
@@ -149,28 +156,30 @@ def main() -> int:
     parser.add_argument("--store", type=Path, default=Path("/tmp/neuroscope-bench-probe"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads in the measuring process (default: torch's)")
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the measuring process's dataset
+    parser.add_argument("--measure", type=Path, nargs=2, help=argparse.SUPPRESS)  # the measuring process's inputs
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.repeats, args.threads)))
+        dataset, lists = args.measure
+        print(json.dumps(measure(dataset, json.loads(lists.read_text()), args.repeats, args.threads)))
         return 0
-    dataset = prepare(args.store)
-    command = [sys.executable, __file__, "--measure", str(dataset), "--repeats", str(args.repeats)]
+    dataset, lists = prepare(args.store)
+    command = [sys.executable, __file__, "--measure", str(dataset), str(lists), "--repeats", str(args.repeats)]
     command += ["--threads", str(args.threads)] if args.threads else []
     load_before = os.getloadavg()[0]
     results = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
     print(f"Machine: {bench_live().machine()}; torch {torch.__version__}, {results.pop('threads')} threads; "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
-    print(f"Caps: {MAX_TEXTS_PER_LIST} texts a list, {MAX_TOKENS_PER_TEXT} tokens a text, {MAX_LIST_TOKENS} tokens a run;"
-          f" {args.repeats} runs each, view and bare pass alternated")
+    print(f"Caps: {MAX_TEXTS_PER_LIST} texts a list, {MAX_TOKENS_PER_TEXT} tokens a text, {MAX_LIST_TOKENS} tokens a "
+          f"run; {args.repeats} runs each, view and bare pass alternated")
     print(f"RSS with the model loaded: {results.pop('loaded_rss') / 2**20:,.0f} MB")
     print("| run | texts | tokens | samples | view (median s) | bare forward, same tokens (s) | ratio "
           "| RSS before / peak (MB) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     slowest = 0.0
     for label, row in results.items():
-        print(f"| {label} | {row['texts']} | {row['tokens']} | {row['samples']} | {row['view_s']:.2f} | {row['bare_s']:.2f} |"
-              f" {row['ratio']:.2f} | {row['rss_before'] / 2**20:,.0f} / {row['peak_rss'] / 2**20:,.0f} |")
+        memory = f"{row['rss_before'] / 2**20:,.0f} / {row['peak_rss'] / 2**20:,.0f}"
+        print(f"| {label} | {row['texts']} | {row['tokens']} | {row['samples']} | {row['view_s']:.2f} "
+              f"| {row['bare_s']:.2f} | {row['ratio']:.2f} | {memory} |")
         slowest = max(slowest, row["view_s"])
         for notice in row["notices"]:
             print(f"  notice: {notice}")

@@ -94,7 +94,8 @@ def resolve(catalog: Catalog, model: object, layer: object, neuron: object) -> t
     neuron_number = parse_int(neuron)
     if neuron_number is None or not 0 <= neuron_number < dataset.d_mlp:
         if not _blank(neuron):
-            messages.append(f"{_refusal('Neuron', neuron, neuron_number, f'0..{dataset.d_mlp - 1}')}; showing neuron 0.")
+            refusal = _refusal("Neuron", neuron, neuron_number, f"0..{dataset.d_mlp - 1}")
+            messages.append(f"{refusal}; showing neuron 0.")
         neuron_number = 0
     return NeuronRef(model_name, layer_number, neuron_number), messages
 

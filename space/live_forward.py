@@ -78,12 +78,14 @@ def pooled_activations(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions;
-    `progress` hears after each batch how many texts have run."""
+    `progress` hears before each batch how many texts have run, and at the end."""
     device = _device(model)
     stop_at_layer = max(int(name.split(".")[1]) for name in hook_names) + 1
     pooled: torch.Tensor | None = None
     order = sorted(range(len(texts)), key=lambda index: len(texts[index].token_ids))
     for start in range(0, len(order), BATCH_TEXTS):
+        if progress is not None:
+            progress(start / len(texts), desc=f"Running the model: {start} of {len(texts)} texts")
         batch = order[start : start + BATCH_TEXTS]
         width = len(texts[batch[-1]].token_ids)
         rows = {text_index: row for row, text_index in enumerate(batch)}
@@ -114,9 +116,8 @@ def pooled_activations(
         if pooled is None:
             pooled = torch.zeros((len(hook_names), len(samples), captured[hook_names[0]].shape[-1]))
         pooled[:, chosen] = torch.stack([captured[name] for name in hook_names])
-        if progress is not None:
-            done = start + len(batch)
-            progress(done / len(texts), desc=f"Running the model: {done} of {len(texts)} texts")
+    if progress is not None:
+        progress(1.0, desc=f"Running the model: {len(texts)} of {len(texts)} texts")
     if pooled is None:
         raise ValueError("no samples to run")
     return pooled

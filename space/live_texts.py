@@ -173,7 +173,8 @@ def within_budget(
         total = sum(len(text.token_ids) for text in positive + negative)
         notices.append(
             f"The lists hold {total:,} tokens; a run takes at most {MAX_LIST_TOKENS:,} (BOS included): the first "
-            f"{len(kept[0])} of {len(positive)} with-feature and {len(kept[1])} of {len(negative)} without-feature texts were used."
+            f"{len(kept[0])} of {len(positive)} with-feature and {len(kept[1])} of {len(negative)} without-feature "
+            "texts were used."
         )
     return kept
 

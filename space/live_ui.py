@@ -111,8 +111,8 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
 
     live_inputs = [controls.model, controls.layer, controls.neuron, text_box]
     run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations", **MODEL_EVENTS).then(
-        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values], api_name="top_neurons",
-        **MODEL_EVENTS,
+        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values],
+        api_name="top_neurons", **MODEL_EVENTS,
     ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
         None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY])
     )

@@ -128,6 +128,7 @@ def short_link_router(catalog: Catalog) -> APIRouter:
             title, description = card_title(ref), unreadable_notice(error)
             messages = [*messages, description]
         redirect = f"/?{ref.query()}"
-        return HTMLResponse(card_html(title, description, f"{origin}{ref.short_path()}.png", origin + redirect, redirect, messages))
+        image_url = f"{origin}{ref.short_path()}.png"
+        return HTMLResponse(card_html(title, description, image_url, origin + redirect, redirect, messages))
 
     return router

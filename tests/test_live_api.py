@@ -204,7 +204,8 @@ def raw_call(url: str, endpoint: str, *args) -> list:
     """An API call over plain HTTP with the JSON a browser sends: a lone surrogate travels as a \\ud83d escape
     (gradio_client cannot send one: httpx encodes its JSON as UTF-8)."""
     body = json.dumps({"data": list(args)}).encode()
-    request = urllib.request.Request(f"{url}gradio_api/call{endpoint}", data=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(f"{url}gradio_api/call{endpoint}", data=body, headers=headers)
     event_id = json.loads(urllib.request.urlopen(request).read())["event_id"]
     stream = urllib.request.urlopen(f"{url}gradio_api/call{endpoint}/{event_id}").read().decode()
     assert "event: complete" in stream, stream
@@ -266,13 +267,15 @@ def test_lists_over_the_token_budget_keep_a_share_of_each_and_say_so(live):
     positive, negative = long_lines[:MAX_TEXTS_PER_LIST], long_lines[MAX_TEXTS_PER_LIST : 2 * MAX_TEXTS_PER_LIST]
     costs = {text: len(text_ids(live.model, text)) for text in positive + negative}
     assert sum(costs.values()) > MAX_LIST_TOKENS, "the lists must hold more than a run takes"
-    notice, _, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), "either way", 5, api_name="/find")
+    lists = "\n".join(positive), "\n".join(negative)
+    notice, _, values = live.client.predict(MODEL, *lists, "either way", 5, api_name="/find")
     used = {label: [row["text"] for row in values["samples"] if row["label"] is label] for label in (True, False)}
     kept_with, kept_without = len(used[True]), len(used[False])
-    assert used[True] == positive[:kept_with] and used[False] == negative[:kept_without], "each list keeps its first texts"
+    assert used[True] == positive[:kept_with] and used[False] == negative[:kept_without], "each list keeps its first"
     total = sum(costs[text] for text in used[True] + used[False])
     assert total <= MAX_LIST_TOKENS
-    assert total + costs[positive[kept_with]] > MAX_LIST_TOKENS and total + costs[negative[kept_without]] > MAX_LIST_TOKENS
+    assert total + costs[positive[kept_with]] > MAX_LIST_TOKENS, "the next with-feature text would not fit"
+    assert total + costs[negative[kept_without]] > MAX_LIST_TOKENS, "the next without-feature text would not fit"
     assert abs(kept_with - kept_without) <= 1, "taken in turns, lines of similar length keep similar shares"
     assert (f"the first {kept_with} of {MAX_TEXTS_PER_LIST} with-feature and {kept_without} of {MAX_TEXTS_PER_LIST} "
             "without-feature texts were used") in notice

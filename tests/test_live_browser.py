@@ -66,7 +66,8 @@ def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(si
 
 def assert_nothing_ran(page) -> None:
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.locator("#ns-notice img, #ns-page img, .ns-live-table img, [id^=ns-live] img, [id^=ns-find] img").count() == 0
+    panes = "#ns-notice img, #ns-page img, .ns-live-table img, [id^=ns-live] img, [id^=ns-find] img"
+    assert page.locator(panes).count() == 0
 
 
 def test_a_model_name_made_of_markup_runs_nothing_on_any_tab_and_shows_literally(site):

@@ -42,7 +42,8 @@ def test_start_up_prints_unopenable_sources_and_the_layers_search_skips(tmp_path
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "app.py", "--source", str(folder), "--source", str(tmp_path / "absent"),
                "--host", "127.0.0.1", "--port", str(free_port())]
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     try:
         seen = output_until(process, [r"Serving 1 model", r"Search skips 'org/cut' layer 1"], timeout=120)
     finally:

@@ -44,7 +44,8 @@ def test_two_sources_of_one_model_get_names_that_show_no_server_path(tmp_path):
     assert catalog.model_names == ["org/same", "org/same (copy)", "org/same (third)"]
     assert all(str(tmp_path) not in name and "/tmp" not in name for name in catalog.model_names)
     fourth = write_synthetic_dataset(tmp_path / "fourth" / "copy", n_layers=1, d_mlp=4, name="org/same")
-    assert open_sources([str(first), str(second), str(fourth)]).model_names == ["org/same", "org/same (copy)", "org/same (copy) #2"]
+    names = open_sources([str(first), str(second), str(fourth)]).model_names
+    assert names == ["org/same", "org/same (copy)", "org/same (copy) #2"]
 
 
 def test_sources_from_env_splits_on_commas_and_drops_blanks():
@@ -173,7 +174,8 @@ def test_search_sorts_and_filters_by_model(catalog):
 
 def test_search_layer_bounds_follow_the_number_rule_and_an_empty_range_is_named(catalog):
     notice, frame = search_view(catalog, "", None, "³", 0.5, "max")
-    assert "From layer &#x27;³&#x27; is not a whole number" in notice and "To layer 0.5 is not a whole number" in notice
+    assert "From layer &#x27;³&#x27; is not a whole number" in notice
+    assert "To layer 0.5 is not a whole number" in notice
     assert len(frame) == 100
     notice, frame = search_view(catalog, "", None, 2, 1, "max")
     assert "From layer 2 is above to layer 1" in notice and frame.empty
