@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import Future
 
 # glibc malloc returns freed Parquet buffers to the system; Arrow's default pool keeps them (RSS +25%).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
@@ -39,6 +40,15 @@ def embedded_default_sources() -> tuple[list[str], list[Unavailable]]:
         return [], [Unavailable(EMBEDDED_DEFAULT, SET_SOURCES.format(reason=missing))]
 
 
+def report_index_problems(build: Future) -> None:
+    """Print what the search index, built in the background, could not read: the banner says it, so must the log."""
+    if build.exception() is not None:
+        print(f"the search index could not be built: {build.exception()}", file=sys.stderr, flush=True)
+        return
+    for problem in build.result().problems:
+        print(problem, file=sys.stderr, flush=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve Neuroscope datasets in a Gradio app.")
     parser.add_argument("--source", action="append", default=[], help="local folder or Hub dataset id (repeatable)")
@@ -62,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     catalog = open_sources(sources, token=os.environ.get("HF_TOKEN"))
     catalog.unavailable.extend(notes)
-    for message in catalog.unavailable_messages():
+    for message in catalog.source_messages():
         print(message, file=sys.stderr)
+    catalog.index_build.add_done_callback(report_index_problems)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
     serve(build_app(catalog, live_tabs()), args.host, args.port)
     return 0

@@ -70,14 +70,14 @@ def dataset_for(folder: Path, out: Path, device: str) -> Path:
     return harvest(config)
 
 
-def texts(tokenizer, count: int) -> list[str]:
-    """`count` distinct texts of the language reference that tokenize to exactly TEXT_TOKENS tokens."""
+def texts(tokenizer, count: int, length: int = TEXT_TOKENS) -> list[str]:
+    """`count` distinct single-line texts of the language reference that tokenize to exactly `length` tokens."""
     found = []
     for document in iter_documents(CorpusSpec("python-docs")):
-        ids = tokenizer(document, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(ids) - TEXT_TOKENS, TEXT_TOKENS):
-            text = tokenizer.decode(ids[start : start + TEXT_TOKENS])
-            if len(tokenizer(text, add_special_tokens=False)["input_ids"]) == TEXT_TOKENS:
+        ids = tokenizer(" ".join(document.split()), add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids) - length, length):
+            text = tokenizer.decode(ids[start : start + length])
+            if len(tokenizer(text, add_special_tokens=False)["input_ids"]) == length:
                 found.append(text)
             if len(found) == count:
                 return found

@@ -7,6 +7,7 @@ the nearest valid neuron instead of an error.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -14,6 +15,9 @@ from urllib.parse import quote, urlencode
 from space.sources import Catalog
 
 LINK_KEYS = ("model", "layer", "neuron", "q")
+MAX_DIGITS = 18
+WHOLE_NUMBER_TEXT = re.compile(rf"[+-]?[0-9]{{1,{MAX_DIGITS}}}(?:\.0*)?")  # [0-9], not \d: ASCII digits only
+SHOWN_CHARACTERS = 40
 
 
 @dataclass(frozen=True)
@@ -34,22 +38,41 @@ class NeuronRef:
 
 
 def parse_int(value: object) -> int | None:
-    """An integer from a link or a client: int, integral float, or a decimal string; None otherwise."""
+    """The one number rule of links, query parameters, short links and the API: a whole number, given as an int,
+    a float with no fraction (3.0) or ASCII decimal text of at most MAX_DIGITS digits ("3", "-2", "3.0");
+    None for anything else (3.5, "³", "①", "1e3", a 5,000-digit string), so the caller says so: never rounded."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
+    if isinstance(value, str) and WHOLE_NUMBER_TEXT.fullmatch(value.strip()):
+        return int(value.strip().split(".")[0])
     return None
+
+
+def shown(value: object) -> str:
+    """A user's value quoted for a message, cut short: a 100 KB value must not become a 100 KB notice."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "…"
 
 
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def optional_int(value: object, label: str, consequence: str, messages: list[str]) -> int | None:
+    """parse_int for a field that may be left empty: None when blank, None and a message when not a whole number."""
+    number = parse_int(value)
+    if number is None and not _blank(value):
+        messages.append(f"{label} {shown(value)} is not a whole number; {consequence}.")
+    return number
+
+
+def _refusal(label: str, value: object, number: int | None, valid: str) -> str:
+    reason = "is not a whole number" if number is None else f"is not in {valid}"
+    return f"{label} {shown(value)} {reason}"
 
 
 def resolve(catalog: Catalog, model: object, layer: object, neuron: object) -> tuple[NeuronRef | None, list[str]]:
@@ -60,17 +83,19 @@ def resolve(catalog: Catalog, model: object, layer: object, neuron: object) -> t
     messages = []
     model_name = model if isinstance(model, str) and model in catalog.models else names[0]
     if not _blank(model) and model_name != model:
-        messages.append(f"Unknown model {model!r}; showing {model_name!r}.")
+        messages.append(f"Unknown model {shown(model)}; showing {model_name!r}.")
     dataset = catalog.models[model_name]
     layer_number = parse_int(layer)
     if layer_number not in dataset.layers:
-        layer_number = dataset.layers[0]
         if not _blank(layer):
-            messages.append(f"Layer {layer!r} is not in {model_name!r} (layers {dataset.layers}); showing layer {layer_number}.")
+            refusal = _refusal("Layer", layer, layer_number, f"{model_name!r} (layers {dataset.layers})")
+            messages.append(f"{refusal}; showing layer {dataset.layers[0]}.")
+        layer_number = dataset.layers[0]
     neuron_number = parse_int(neuron)
     if neuron_number is None or not 0 <= neuron_number < dataset.d_mlp:
         if not _blank(neuron):
-            messages.append(f"Neuron {neuron!r} is not in 0..{dataset.d_mlp - 1}; showing neuron 0.")
+            refusal = _refusal("Neuron", neuron, neuron_number, f"0..{dataset.d_mlp - 1}")
+            messages.append(f"{refusal}; showing neuron 0.")
         neuron_number = 0
     return NeuronRef(model_name, layer_number, neuron_number), messages
 

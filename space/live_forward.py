@@ -2,14 +2,17 @@
 
 Texts of different lengths run together right-padded: the models are causal, so padding after a
 text's last token cannot change its activations. The functions that run the model are wrapped with
-`spaces.GPU` (a no-op off ZeroGPU Spaces) and return CPU float32 tensors.
+`spaces.GPU` (a no-op off ZeroGPU Spaces) and return CPU float32 tensors. They run one at a time per
+process: `run_with_hooks` adds its hooks to the shared model, where they would fire on any other
+request's forward pass running at the same time.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -18,14 +21,29 @@ from hub_sync.format import MLP_HOOK
 from space.live_model import gpu
 from space.live_texts import EncodedText, Sample
 
+Progress = Callable[..., object]  # called as progress(fraction, desc=...): gr.Progress, which spaces.GPU forwards
 BATCH_TEXTS = 16
 CACHED_TEXTS = 2  # one text's activations of every layer: ~24 MB for SmolLM2-135M, ~160 MB for GPT-2 XL
+MODEL_LOCK = threading.Lock()
+
+
+def one_at_a_time(model_call: Callable) -> Callable:
+    """Hold MODEL_LOCK around a `spaces.GPU` call, in the serving process and never inside the call: on ZeroGPU
+    its body runs in a forked worker, where a lock copied while held would never be released."""
+
+    @functools.wraps(model_call)
+    def serialised(*args, **kwargs):
+        with MODEL_LOCK:
+            return model_call(*args, **kwargs)
+
+    return serialised
 
 
 def _device(model: LoadedModel) -> torch.device:
     return next(model.bridge.parameters()).device
 
 
+@one_at_a_time
 @gpu(duration=60)
 @torch.inference_mode()
 def token_activations(model: LoadedModel, token_ids: Sequence[int], layers: Sequence[int]) -> torch.Tensor:
@@ -52,17 +70,22 @@ def _pool(acts: torch.Tensor, masks: torch.Tensor, reduce: str) -> torch.Tensor:
     return (acts * weights).sum(dim=1) / weights.sum(dim=1)
 
 
+@one_at_a_time
 @gpu(duration=120)
 @torch.inference_mode()
 def pooled_activations(
-    model: LoadedModel, texts: list[EncodedText], samples: list[Sample], hook_names: list[str], reduce: str
+    model: LoadedModel, texts: list[EncodedText], samples: list[Sample], hook_names: list[str], reduce: str,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
-    """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions."""
+    """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions;
+    `progress` hears before each batch how many texts have run, and at the end."""
     device = _device(model)
     stop_at_layer = max(int(name.split(".")[1]) for name in hook_names) + 1
     pooled: torch.Tensor | None = None
     order = sorted(range(len(texts)), key=lambda index: len(texts[index].token_ids))
     for start in range(0, len(order), BATCH_TEXTS):
+        if progress is not None:
+            progress(start / len(texts), desc=f"Running the model: {start} of {len(texts)} texts")
         batch = order[start : start + BATCH_TEXTS]
         width = len(texts[batch[-1]].token_ids)
         rows = {text_index: row for row, text_index in enumerate(batch)}
@@ -93,6 +116,8 @@ def pooled_activations(
         if pooled is None:
             pooled = torch.zeros((len(hook_names), len(samples), captured[hook_names[0]].shape[-1]))
         pooled[:, chosen] = torch.stack([captured[name] for name in hook_names])
+    if progress is not None:
+        progress(1.0, desc=f"Running the model: {len(texts)} of {len(texts)} texts")
     if pooled is None:
         raise ValueError("no samples to run")
     return pooled

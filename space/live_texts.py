@@ -2,6 +2,8 @@
 
 A text is tokenized without special tokens and BOS is prepended, as harvest windows are. Texts longer
 than the cap are cut and lists longer than the cap are shortened, each with a notice: never silently.
+The finder and the probe also share a token budget over both lists, so one run's cost is bounded
+(bench/probe.py measures it at the caps).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import numpy as np
 from harvest.models import LoadedModel
 
 MAX_TOKENS_PER_TEXT = 128
-MAX_TEXTS_PER_LIST = 64
+MAX_TEXTS_PER_LIST = 24  # the probe fits every (layer, fold) problem on all samples: its cost grows as samples^3
+MAX_LIST_TOKENS = 1024  # both lists together, BOS included: the tokens one finder or probe run puts through the model
+# A text longer than MAX_TOKENS_PER_TEXT * this many characters is cut before tokenizing (a pasted book must not be
+# tokenized whole) and counts as cut: no tokenizer's tokens average 64 characters, so the cut never loses tokens.
+MAX_CHARACTERS_PER_TOKEN = 64
 MARKED_SPAN = re.compile(r"\[\[(.*?)\]\]", re.DOTALL)
 
 
@@ -68,11 +74,25 @@ def strip_marks(text: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(pieces), spans
 
 
+def check_unicode(text: str) -> None:
+    """Refuse a text the tokenizer cannot take: a lone surrogate (half of a UTF-16 pair) is not a character."""
+    for position, character in enumerate(text):
+        if "\ud800" <= character <= "\udfff":
+            raise TextError(
+                f"The text holds a lone surrogate (U+{ord(character):04X}) at character {position + 1}, "
+                "half of a character that was cut: paste the text again or remove it."
+            )
+
+
 def encode_text(model: LoadedModel, text: str, allow_marks: bool = False) -> EncodedText:
     """Tokenize as the harvest does (no special tokens, BOS prepended), cut to the cap, marks resolved to tokens."""
     plain, spans = strip_marks(text) if allow_marks else (text, [])
     if not plain:
         raise TextError("The text is empty: type or paste some text.")
+    character_cap = MAX_TOKENS_PER_TEXT * MAX_CHARACTERS_PER_TOKEN
+    cut_characters = len(plain) > character_cap
+    plain = plain[:character_cap]
+    check_unicode(plain)
     encoding = model.tokenizer(plain, add_special_tokens=False, return_offsets_mapping=bool(spans))
     ids = list(encoding["input_ids"])
     if not ids:
@@ -85,7 +105,8 @@ def encode_text(model: LoadedModel, text: str, allow_marks: bool = False) -> Enc
         marked = np.array([False, *inside])
     token_ids = [model.bos_id, *kept]
     tokens = model.tokenizer.batch_decode([[token] for token in token_ids], clean_up_tokenization_spaces=False)
-    return EncodedText(text, token_ids, tokens, marked, len(ids))
+    n_text_tokens = max(len(ids), len(kept) + 1) if cut_characters else len(ids)
+    return EncodedText(text, token_ids, tokens, marked, n_text_tokens)
 
 
 def text_lines(block: str | None) -> list[str]:
@@ -131,12 +152,41 @@ def samples_for(positive: list[EncodedText], negative: list[EncodedText], notice
     return samples
 
 
+def within_budget(
+    positive: list[EncodedText], negative: list[EncodedText], notices: list[str]
+) -> tuple[list[EncodedText], list[EncodedText]]:
+    """The first texts of each list that fit MAX_LIST_TOKENS together, taken in turns (with, without, with, ...)
+    so both lists keep a share; a list stops at its first text that does not fit. A notice says what was left out."""
+    kept: tuple[list[EncodedText], list[EncodedText]] = ([], [])
+    stopped = [False, False]
+    used = 0
+    for index in range(max(len(positive), len(negative))):
+        for side, texts in enumerate((positive, negative)):
+            if index >= len(texts) or stopped[side]:
+                continue
+            cost = len(texts[index].token_ids)
+            stopped[side] = used + cost > MAX_LIST_TOKENS
+            if not stopped[side]:
+                kept[side].append(texts[index])
+                used += cost
+    if len(kept[0]) < len(positive) or len(kept[1]) < len(negative):
+        total = sum(len(text.token_ids) for text in positive + negative)
+        notices.append(
+            f"The lists hold {total:,} tokens; a run takes at most {MAX_LIST_TOKENS:,} (BOS included): the first "
+            f"{len(kept[0])} of {len(positive)} with-feature and {len(kept[1])} of {len(negative)} without-feature "
+            "texts were used."
+        )
+    return kept
+
+
 def encode_lists(
     model: LoadedModel, with_feature: str | None, without_feature: str | None, notices: list[str]
 ) -> tuple[list[EncodedText], list[Sample]]:
-    """Both lists encoded (marks allowed in the first) and turned into samples; every cut gets a notice."""
+    """Both lists encoded (marks allowed in the first), cut to the token budget and turned into samples; every cut
+    gets a notice."""
     cap = token_cap(model)
     positive = [encode_text(model, line, allow_marks=True) for line in capped_lines(with_feature, "with-feature", notices)]
     negative = [encode_text(model, line) for line in capped_lines(without_feature, "without-feature", notices)]
     notices += truncation_notices(positive, "With feature", cap) + truncation_notices(negative, "Without feature", cap)
+    positive, negative = within_budget(positive, negative, notices)
     return positive + negative, samples_for(positive, negative, notices)

@@ -8,12 +8,14 @@ A deep link with `&text=...` opens the Live tab and reproduces its view.
 
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 
 from space.live_model import LiveModels
 from space.live_render import LIVE_CSS
 from space.live_stats import DIRECTIONS
-from space.live_texts import MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
+from space.live_texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
 from space.live_views import (
     DEFAULT_COUNT,
     MAX_COUNT,
@@ -30,9 +32,16 @@ from space.sources import Catalog
 from space.ui import ExtraTab, NeuronControls, url_update_js
 
 TEXT_KEY = "text"
-CAPS_NOTE = (
-    f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest) and lists at "
-    f"{MAX_TEXTS_PER_LIST} texts; anything cut is named in a notice."
+# The events that run the model queue in one group, one at a time (the model lock would serialise them anyway;
+# the queue shows waiting users their place and keeps one probe's memory at a time). Views that only read
+# datasets stay concurrent.
+MODEL_EVENTS = {"concurrency_id": "live-model", "concurrency_limit": 1}
+TEXT_CAP = f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest)"
+TEXT_CAP_NOTE = f"{TEXT_CAP}; anything cut is named in a notice."
+LISTS_CAP_NOTE = (
+    f"{TEXT_CAP}, lists at {MAX_TEXTS_PER_LIST} texts, and one run at {MAX_LIST_TOKENS:,} tokens over both lists, "
+    "taken from each list in turn (a run at the caps takes seconds on a CPU: see BENCHMARKS.md); anything left out "
+    "is named in a notice."
 )
 
 
@@ -44,7 +53,7 @@ def live_status(context: LiveContext, model: str | None) -> tuple[str, bool]:
     reason = context.models.known_failure(context.catalog.models[ref.model])
     if reason:
         return message_html([f"Live tabs are off for {ref.model}: {reason}"]), False
-    return f'<p class="ns-muted">Runs {ref.model} (loaded on first use, then kept).</p>', True
+    return f'<p class="ns-muted">Runs {escape(ref.model, quote=True)} (loaded on first use, then kept).</p>', True
 
 
 def _status_outputs(context: LiveContext, model: str | None, buttons: int) -> tuple:
@@ -53,8 +62,8 @@ def _status_outputs(context: LiveContext, model: str | None, buttons: int) -> tu
 
 
 def count_input(**layout) -> gr.Number:
-    """How many neurons a ranking lists."""
-    return gr.Number(DEFAULT_COUNT, label="Neurons to list", precision=0, minimum=1, maximum=MAX_COUNT, **layout)
+    """How many neurons a ranking lists (no precision or bounds: the view checks it and says what it changed)."""
+    return gr.Number(DEFAULT_COUNT, label=f"Neurons to list (1 to {MAX_COUNT})", **layout)
 
 
 def html_panes(*element_ids: str) -> list[gr.HTML]:
@@ -73,7 +82,7 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
     gr.HTML(f"<style>{LIVE_CSS}</style>", padding=False)
     status = gr.HTML(elem_id="ns-live-status")
     text_box = gr.Textbox(label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id="ns-live-text")
-    gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {CAPS_NOTE}")
+    gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {TEXT_CAP_NOTE}")
     with gr.Row():
         run_button = gr.Button("Run", variant="primary", size="sm", elem_id="ns-live-run")
         count_box = count_input()
@@ -101,8 +110,9 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
         return (*refresh(params.get("model")), text, *view, *top)
 
     live_inputs = [controls.model, controls.layer, controls.neuron, text_box]
-    run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations").then(
-        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values], api_name="top_neurons"
+    run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations", **MODEL_EVENTS).then(
+        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values],
+        api_name="top_neurons", **MODEL_EVENTS,
     ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
         None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY])
     )
@@ -118,7 +128,7 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     status = gr.HTML(elem_id="ns-finder-status")
     gr.Markdown(
         "One text per line. Mark the feature's tokens with `[[...]]` in the first list to make it per token: "
-        f"then the marked tokens count as with the feature and the rest of that text as without. {CAPS_NOTE}"
+        f"then the marked tokens count as with the feature and the rest of that text as without. {LISTS_CAP_NOTE}"
     )
     with gr.Row():
         with_box = gr.Textbox(label="Texts with the feature", lines=8, elem_id="ns-with")
@@ -134,21 +144,25 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     )
     find_values, probe_values = json_values("finder", "probe")
 
-    def find(model, with_feature, without_feature, direction, count):
-        return find_view(context, model, with_feature, without_feature, direction, count)
+    def find(model, with_feature, without_feature, direction, count, progress=gr.Progress()):
+        return find_view(context, model, with_feature, without_feature, direction, count, progress)
 
-    def run_probe(model, with_feature, without_feature):
-        return probe_view(context, model, with_feature, without_feature)
+    def run_probe(model, with_feature, without_feature, progress=gr.Progress()):
+        return probe_view(context, model, with_feature, without_feature, progress)
 
     def refresh(model):
         return _status_outputs(context, model, 2)
 
     lists = [controls.model, with_box, without_box]
     buttons = [status, find_button, probe_button]
-    find_button.click(find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find").then(
+    find_button.click(
+        find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find", **MODEL_EVENTS
+    ).then(
         refresh, [controls.model], buttons, api_visibility="private"
     )
-    probe_button.click(run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe").then(
+    probe_button.click(
+        run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe", **MODEL_EVENTS
+    ).then(
         refresh, [controls.model], buttons, api_visibility="private"
     )
     controls.model.change(refresh, [controls.model], buttons, api_visibility="private")

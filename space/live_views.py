@@ -14,8 +14,8 @@ import numpy as np
 
 from hub_sync.format import MLP_HOOK, RESIDUAL_HOOK
 from hub_sync.reader import DatasetError, NeuronDataset
-from space.links import NeuronRef, parse_int, resolve
-from space.live_forward import ActivationCache, pooled_activations
+from space.links import NeuronRef, optional_int, resolve
+from space.live_forward import ActivationCache, Progress, pooled_activations
 from space.live_model import LiveModels, LiveUnavailable
 from space.live_probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
 from space.live_render import finder_html, live_tokens_html, probe_plot_svg, top_neurons_html
@@ -69,9 +69,15 @@ def guarded(view: Callable[..., View]) -> Callable[..., View]:
     return run
 
 
-def _count(value: object) -> int:
-    number = parse_int(value)
-    return DEFAULT_COUNT if number is None else max(1, min(MAX_COUNT, number))
+def _count(value: object, messages: list[str]) -> int:
+    """How many neurons to list: a whole number in 1..MAX_COUNT, else the nearest one, saying so."""
+    number = optional_int(value, "Neurons to list", f"listing {DEFAULT_COUNT}", messages)
+    if number is None:
+        return DEFAULT_COUNT
+    count = max(1, min(MAX_COUNT, number))
+    if count != number:
+        messages.append(f"Neurons to list: {number} is not in 1..{MAX_COUNT}; listing {count}.")
+    return count
 
 
 def _model_ref(context: LiveContext, model: object, messages: list[str]) -> NeuronRef:
@@ -131,7 +137,7 @@ def top_neurons_view(context: LiveContext, model: object, text: str | None, coun
             for row, neuron in order
         ]
 
-    wanted = _count(count)
+    wanted = _count(count, messages)
     result = {"model": ref.model, "token_ids": encoded.token_ids, "by_max": hits(descending_order(maxima, wanted)),
               "by_relative": hits(descending_order(relative, wanted))}
     return message_html(messages), top_neurons_html(ref.model, result["by_max"], result["by_relative"]), result
@@ -158,7 +164,7 @@ def json_safe(rows: list[dict]) -> list[dict]:
 
 @guarded
 def find_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
-              direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT) -> View:
+              direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT, progress: Progress | None = None) -> View:
     """Neurons ranked by how well their max activation separates samples with the feature from samples without."""
     messages: list[str] = []
     ref = _model_ref(context, model, messages)
@@ -173,13 +179,13 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
     if min(labels.sum(), (~labels).sum()) < FINDER_COARSE_PER_SIDE:
         messages.append(f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, AUROC moves in coarse steps: add texts to trust the ranking.")
     hooks = [MLP_HOOK.format(layer=layer) for layer in dataset.layers]
-    values = pooled_activations(loaded, texts, samples, hooks, "max")
+    values = pooled_activations(loaded, texts, samples, hooks, "max", progress)
     stats = separation(values, labels)
     top = [
         {"layer": dataset.layers[row], "neuron": neuron, "auroc": float(stats.auroc[row, neuron]),
          "cohens_d": float(stats.cohens_d[row, neuron]), "mean_with": float(stats.mean_with[row, neuron]),
          "mean_without": float(stats.mean_without[row, neuron]), "values": values[row, :, neuron].tolist()}
-        for row, neuron in separation_order(stats, direction, _count(count))
+        for row, neuron in separation_order(stats, direction, _count(count, messages))
     ]
     layers = [
         {"layer": dataset.layers[row["row"]], "neuron": row["best_neuron"], "auroc": float(stats.auroc[row["row"], row["best_neuron"]]),
@@ -192,7 +198,8 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
 
 
 @guarded
-def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None) -> View:
+def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
+               progress: Progress | None = None) -> View:
     """Cross-validated accuracy, layer by layer, of a logistic-regression probe on the mean residual stream."""
     messages: list[str] = []
     ref = _model_ref(context, model, messages)
@@ -202,7 +209,10 @@ def probe_view(context: LiveContext, model: object, with_feature: str | None, wi
     labels = np.array([sample.label for sample in samples], dtype=bool)
     messages += _balance_notices(labels, MIN_PER_CLASS, "probe")
     layers = list(range(loaded.n_layers))
-    features = pooled_activations(loaded, texts, samples, [RESIDUAL_HOOK.format(layer=layer) for layer in layers], "mean")
+    hooks = [RESIDUAL_HOOK.format(layer=layer) for layer in layers]
+    features = pooled_activations(loaded, texts, samples, hooks, "mean", progress)
+    if progress is not None:
+        progress(None, desc=f"Fitting the probes: {len(layers)} layers, {len(samples)} samples")
     outcome = probe(features, labels)
     if outcome.n_samples < TRUSTED_SAMPLES:
         messages.append(

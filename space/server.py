@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from space.render import PAGE_CSS
 from space.shortlinks import short_link_router
@@ -17,6 +19,22 @@ from space.sources import Catalog
 from space.ui import ExtraTab, build_blocks
 
 CONCURRENT_EVENTS = 8
+MAX_QUERY_BYTES = 16_384  # a live deep link's text, URL-encoded, fits; Gradio fails (500) on a query near 64 KB
+
+
+class QueryLimit:
+    """Answer 414 to a request whose query string is longer than MAX_QUERY_BYTES, before any route reads it."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_QUERY_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and len(scope.get("query_string", b"")) > self.limit:
+            message = f"The query string is longer than {self.limit:,} bytes; shorten the link."
+            await PlainTextResponse(message, status_code=414)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def build_app(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> FastAPI:
@@ -24,13 +42,15 @@ def build_app(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> FastAPI:
     blocks = build_blocks(catalog, extra_tabs)
     blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS)
     app = FastAPI(title="Neuroscope Hub", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(QueryLimit)
     app.include_router(short_link_router(catalog))
     return gr.mount_gradio_app(app, blocks, path="", css=PAGE_CSS, theme=gr.themes.Soft(), ssr_mode=False, footer_links=["api"])
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
-    """Trust the proxy's forwarded scheme and host (Spaces), so short links build https URLs."""
-    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="*", log_level="warning")
+    """Forwarded headers are trusted from FORWARDED_ALLOW_IPS only (uvicorn reads it; loopback when unset): any
+    client can send them. On a Space, short links take their public host from SPACE_HOST instead."""
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, log_level="warning")
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

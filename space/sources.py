@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hub_sync.reader import DatasetError, NeuronDataset, open_dataset
 from space.search import SearchIndex
@@ -43,9 +44,13 @@ class Catalog:
         """The search index, waiting for the background build if it is still running."""
         return self.index_build.result()
 
+    def source_messages(self) -> list[str]:
+        """The sources that failed to open, and why."""
+        return [f"Source {item.source!r} is unavailable: {item.error}" for item in self.unavailable]
+
     def unavailable_messages(self) -> list[str]:
         """Failed sources, and once the index is built, neuron tables it could not read."""
-        messages = [f"Source {item.source!r} is unavailable: {item.error}" for item in self.unavailable]
+        messages = self.source_messages()
         if self.index_build.done() and self.index_build.exception() is None:
             messages += self.index_build.result().problems
         return messages
@@ -64,8 +69,19 @@ def _build_index_in_background(models: dict[str, NeuronDataset]) -> Future:
 
 
 def _display_name(dataset: NeuronDataset, taken: Iterable[str]) -> str:
-    """The model name, made unique with its source when two sources hold the same model."""
-    return dataset.name if dataset.name not in taken else f"{dataset.name} ({dataset.source})"
+    """The model name, made unique when two sources hold the same model: with the Hub id, or a local folder's
+    own name (never its path on this server), then a number if that is taken too."""
+    taken = set(taken)
+    if dataset.name not in taken:
+        return dataset.name
+    local = Path(dataset.source).expanduser()
+    label = local.resolve().name if local.exists() else dataset.source
+    name = base = f"{dataset.name} ({label})"
+    number = 1
+    while name in taken:
+        number += 1
+        name = f"{base} #{number}"
+    return name
 
 
 def open_sources(sources: Iterable[str], *, endpoint: str | None = None, token: str | None = None) -> Catalog:

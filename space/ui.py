@@ -87,7 +87,10 @@ def _neuron_outputs(view: NeuronView) -> tuple:
 
 
 def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Blocks:
-    """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search."""
+    """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search.
+
+    Number boxes keep Gradio's precision unset: precision=0 would round 3.5 to 4 before the views see it,
+    and the views apply the one number rule (space.links.parse_int) with a message instead."""
     names = catalog.model_names
     all_layers = [layer for dataset in catalog.models.values() for layer in dataset.layers]
     rng = random.Random()
@@ -129,8 +132,8 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
             with gr.Tab("Neuron", id="neuron"):
                 with gr.Row():
                     model_box = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True, scale=3, elem_id="ns-model")
-                    layer_box = gr.Number(label="Layer", precision=0, scale=1, elem_id="ns-layer")
-                    neuron_box = gr.Number(label="Neuron", precision=0, scale=1, elem_id="ns-neuron")
+                    layer_box = gr.Number(label="Layer", scale=1, elem_id="ns-layer")
+                    neuron_box = gr.Number(label="Neuron", scale=1, elem_id="ns-neuron")
                 with gr.Row():
                     go_button = gr.Button("Go", variant="primary", size="sm", elem_id="ns-go")
                     previous_button = gr.Button("◀ Previous", size="sm", elem_id="ns-prev")
@@ -146,8 +149,8 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
                 with gr.Row():
                     keyword_box = gr.Textbox(label="Peak token", placeholder="e.g. the, def, ( or pri* for every token starting with pri", scale=3, elem_id="ns-q")
                     models_filter = gr.Dropdown(names, multiselect=True, label="Models (all if empty)", scale=2)
-                    layer_min = gr.Number(min(all_layers, default=0), label="From layer", precision=0, scale=1)
-                    layer_max = gr.Number(max(all_layers, default=0), label="To layer", precision=0, scale=1)
+                    layer_min = gr.Number(min(all_layers, default=0), label="From layer", scale=1)
+                    layer_max = gr.Number(max(all_layers, default=0), label="To layer", scale=1)
                     sort_box = gr.Radio(list(SORT_KEYS), value="max", label="Sort by", scale=2)
                 search_button = gr.Button("Search", variant="primary", size="sm", elem_id="ns-search")
                 search_notice = gr.HTML(elem_id="ns-search-notice")

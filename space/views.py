@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hub_sync.reader import DatasetError
-from space.links import NeuronRef, parse_int, random_neuron, resolve, step
+from space.links import NeuronRef, optional_int, random_neuron, resolve, step
 from space.render import examples_from_table, message_html, neuron_page_html
 from space.search import SORT_KEYS, SearchResult
 from space.sources import Catalog
@@ -32,6 +32,10 @@ def neuron_row(catalog: Catalog, ref: NeuronRef) -> dict:
     return catalog.models[ref.model].neurons(ref.layer).slice(ref.neuron, 1).to_pylist()[0]
 
 
+def unreadable_notice(error: DatasetError) -> str:
+    return f"This neuron cannot be shown: {error}"
+
+
 def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> NeuronView:
     """Render the neuron page, with any messages about how the request was resolved."""
     if ref is None:
@@ -41,7 +45,7 @@ def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> Ne
         examples = examples_from_table(dataset.examples(ref.layer, ref.neuron))
         row = neuron_row(catalog, ref)
     except DatasetError as error:
-        return NeuronView(ref, message_html([*messages, f"This neuron cannot be shown: {error}"]), "")
+        return NeuronView(ref, message_html([*messages, unreadable_notice(error)]), "")
     page = neuron_page_html(ref.model, ref.layer, ref.neuron, row, examples, dataset.histogram_edges)
     return NeuronView(ref, message_html(messages), page)
 
@@ -98,9 +102,11 @@ def search_view(
     if unknown:
         messages.append(f"Unknown models ignored: {', '.join(map(repr, unknown))}.")
     wanted = [name for name in models or [] if name in catalog.models] or None
-    result = catalog.index.search(
-        keyword or "", wanted, parse_int(layer_min), parse_int(layer_max), sort, limit=RESULT_LIMIT
-    )
+    lowest = optional_int(layer_min, "From layer", "searching from the first layer", messages)
+    highest = optional_int(layer_max, "To layer", "searching to the last layer", messages)
+    if lowest is not None and highest is not None and lowest > highest:
+        messages.append(f"From layer {lowest} is above to layer {highest}: no layer is in that range; swap them.")
+    result = catalog.index.search(keyword or "", wanted, lowest, highest, sort, limit=RESULT_LIMIT)
     described = f"for {keyword.strip()!r}" if (keyword or "").strip() else "(no keyword: all neurons)"
     shown = f"; showing the first {len(result.hits)}" if result.total > len(result.hits) else ""
     hint = " Click a row to open its neuron." if result.hits else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import urllib.request
 from html import escape
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +27,8 @@ from harvest.run import HarvestConfig, harvest
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
 from space.live_model import LiveModels
+from space.live_texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST
+from space.live_views import LiveContext, find_view, probe_view
 from space.live_ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
@@ -77,7 +80,7 @@ def live(tmp_path_factory):
 
     catalog = open_sources([str(dataset), str(missing), str(synthetic)])
     with running(build_app(catalog, live_tabs(LiveModels(loader=counting_loader)))) as url:
-        yield SimpleNamespace(client=Client(url, verbose=False), model=model, dataset=dataset, loads=loads)
+        yield SimpleNamespace(client=Client(url, verbose=False), url=url, model=model, dataset=dataset, loads=loads)
 
 
 @torch.inference_mode()
@@ -187,7 +190,7 @@ def test_finder_with_marked_spans_compares_the_span_with_the_rest(live):
 
 def test_probe_reads_a_feature_present_by_construction_and_not_shuffled_labels(live):
     """The marked token is in the residual stream by construction (its embedding): the probe must read it."""
-    lines = doc_lines(48, start=100)
+    lines = [line[:40] for line in doc_lines(48, start=100)]  # short: 48 texts within the lists' token budget
     positive = [f"{line[:25]} [[lambda]]{line[25:]}" for line in lines[:24]]
     negative = lines[24:]
     notice, plot, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), api_name="/probe")
@@ -195,6 +198,18 @@ def test_probe_reads_a_feature_present_by_construction_and_not_shuffled_labels(l
     assert max(values["accuracy"]) >= 0.95
     assert 0.35 <= np.mean(values["shuffled_mean"]) <= values["chance"] + 0.05
     assert "<svg" in plot and "Best: layer" in notice and "no evidence" not in notice
+
+
+def raw_call(url: str, endpoint: str, *args) -> list:
+    """An API call over plain HTTP with the JSON a browser sends: a lone surrogate travels as a \\ud83d escape
+    (gradio_client cannot send one: httpx encodes its JSON as UTF-8)."""
+    body = json.dumps({"data": list(args)}).encode()
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(f"{url}gradio_api/call{endpoint}", data=body, headers=headers)
+    event_id = json.loads(urllib.request.urlopen(request).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url}gradio_api/call{endpoint}/{event_id}").read().decode()
+    assert "event: complete" in stream, stream
+    return json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
 
 
 def test_bad_text_gives_a_message(live):
@@ -207,6 +222,17 @@ def test_bad_text_gives_a_message(live):
     assert values["truncated"] is True
     notice, _, values = client.predict("org/unknown", 0, 3, "hello", api_name="/activations")
     assert "Unknown model" in notice and values["model"] == MODEL
+    notice, _, values = raw_call(live.url, "/activations", MODEL, 0, 3, "half a pair: \ud83d here")
+    assert "lone surrogate (U+D83D) at character 14" in notice and values == {}
+    notice, _, values = raw_call(live.url, "/find", MODEL, "a\nb\ud800\nc", "d\ne\nf", "either way", 5)
+    assert "lone surrogate (U+D800)" in notice and values == {}
+
+
+def test_the_count_follows_the_number_rule(live):
+    for count, said, listed in ((3.5, "Neurons to list 3.5 is not a whole number; listing 20", 20),
+                                (0, "Neurons to list: 0 is not in 1..100; listing 1", 1), (4.0, "", 4)):
+        notice, _, values = live.client.predict(MODEL, "def f(x): return x", count, api_name="/top_neurons")
+        assert said in notice and len(values["by_max"]) == listed and (said or notice == "")
 
 
 def test_a_model_that_cannot_load_turns_live_off_while_browsing_works(live):
@@ -228,10 +254,47 @@ def test_tiny_unbalanced_and_long_lists_get_clear_messages(live):
     assert "Too few texts for the probe" in notice and values == {}
     notice, _, values = client.predict(MODEL, "\n".join(doc_lines(2)), "\n".join(doc_lines(9, 5)), "higher with the feature", 5, api_name="/find")
     assert "unbalanced (2 samples with the feature, 9 without)" in notice and "coarse steps" in notice and values["top"]
-    notice, _, values = client.predict(MODEL, "\n".join(doc_lines(70)), "\n".join(doc_lines(5, 100)), "either way", 5, api_name="/find")
-    assert "The with-feature list has 70 texts; only the first 64 were used." in notice and len(values["samples"]) == 69
+    short = [line[:20] for line in doc_lines(70)]
+    notice, _, values = client.predict(MODEL, "\n".join(short), "\n".join(short[:5]), "either way", 5, api_name="/find")
+    assert f"The with-feature list has 70 texts; only the first {MAX_TEXTS_PER_LIST} were used." in notice
+    assert len(values["samples"]) == MAX_TEXTS_PER_LIST + 5 and "tokens" not in notice
     notice, _, values = client.predict(MODEL, "no [[", "x\ny", "higher with the feature", 5, api_name="/find")
     assert "Too few texts" in notice
+
+
+def test_lists_over_the_token_budget_keep_a_share_of_each_and_say_so(live):
+    long_lines = [line for line in doc_lines(1500) if len(line) >= 70]
+    positive, negative = long_lines[:MAX_TEXTS_PER_LIST], long_lines[MAX_TEXTS_PER_LIST : 2 * MAX_TEXTS_PER_LIST]
+    costs = {text: len(text_ids(live.model, text)) for text in positive + negative}
+    assert sum(costs.values()) > MAX_LIST_TOKENS, "the lists must hold more than a run takes"
+    lists = "\n".join(positive), "\n".join(negative)
+    notice, _, values = live.client.predict(MODEL, *lists, "either way", 5, api_name="/find")
+    used = {label: [row["text"] for row in values["samples"] if row["label"] is label] for label in (True, False)}
+    kept_with, kept_without = len(used[True]), len(used[False])
+    assert used[True] == positive[:kept_with] and used[False] == negative[:kept_without], "each list keeps its first"
+    total = sum(costs[text] for text in used[True] + used[False])
+    assert total <= MAX_LIST_TOKENS
+    assert total + costs[positive[kept_with]] > MAX_LIST_TOKENS, "the next with-feature text would not fit"
+    assert total + costs[negative[kept_without]] > MAX_LIST_TOKENS, "the next without-feature text would not fit"
+    assert abs(kept_with - kept_without) <= 1, "taken in turns, lines of similar length keep similar shares"
+    assert (f"the first {kept_with} of {MAX_TEXTS_PER_LIST} with-feature and {kept_without} of {MAX_TEXTS_PER_LIST} "
+            "without-feature texts were used") in notice
+
+
+def test_the_finder_and_the_probe_report_their_progress(live):
+    context = LiveContext(open_sources([str(live.dataset)]))
+    lines = [line[:40] for line in doc_lines(20, start=600)]
+    last_words = {}
+    for view, args in ((probe_view, ()), (find_view, ("either way", 5))):
+        heard: list[tuple[float | None, str]] = []
+        notice, _, values = view(context, MODEL, "\n".join(lines[:10]), "\n".join(lines[10:]), *args,
+                                 progress=lambda fraction, desc: heard.append((fraction, desc)))
+        fractions = [fraction for fraction, _ in heard if fraction is not None]
+        assert values and fractions == sorted(fractions) and fractions[-1] == 1.0, (notice, heard)
+        assert "Running the model: 20 of 20 texts" in [desc for _, desc in heard]
+        last_words[view] = heard[-1][1]
+    assert last_words[probe_view] == "Fitting the probes: 3 layers, 20 samples"
+    assert last_words[find_view] == "Running the model: 20 of 20 texts"
 
 
 def test_the_model_loads_once_for_every_request(live):

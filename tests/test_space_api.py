@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import re
+import urllib.error
 import urllib.request
 from html import escape
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from gradio_client import Client
@@ -15,7 +18,8 @@ from PIL import Image
 
 from hub_sync import format as fmt
 from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
-from space.server import build_app, running
+from space.server import build_app, running, uvicorn_config
+from space.shortlinks import SPACE_HOST_ENV
 from space.sources import open_sources
 from space.text import visible_token
 
@@ -119,3 +123,105 @@ def test_short_link_with_a_bad_neuron_falls_back_with_a_note(served):
     url, _, _ = served
     html = urllib.request.urlopen(f"{url}n/org/plain/9/x").read().decode()
     assert "org/plain · layer 0 · neuron 0" in html and "Layer &#x27;9&#x27;" in html
+
+
+def card_tags(url: str, path: str, headers: dict[str, str]) -> tuple[dict[str, str], str]:
+    html = urllib.request.urlopen(urllib.request.Request(url + path, headers=headers)).read().decode()
+    return dict(re.findall(r'<meta property="(og:[a-z:]+)" content="([^"]*)"', html)), html
+
+
+def test_forged_forwarded_headers_reach_neither_the_redirect_nor_the_card(served, monkeypatch):
+    url, _, _ = served
+    query = "?model=org%2Fplain&amp;layer=1&amp;neuron=3"
+    forged = {"X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "x/%0Awindow.__pwned=1//"}
+    tags, html = card_tags(url, "n/org/plain/1/3", forged)
+    assert tags["og:url"] == f"{url}{query}" and tags["og:image"] == f"{url}n/org/plain/1/3.png"
+    assert f'http-equiv="refresh" content="0; url=/{query}"' in html and "javascript" not in html
+    tags, _ = card_tags(url, "n/org/plain/1/3", {"Host": 'evil.example/"><b>'})
+    assert tags["og:url"] == f"{url}{query}", "a malformed Host gives way to the server's own address"
+    monkeypatch.setenv(SPACE_HOST_ENV, "owner-neuroscope.hf.space")
+    tags, _ = card_tags(url, "n/org/plain/1/3", {"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    assert tags["og:url"] == f"https://owner-neuroscope.hf.space/{query}"
+    assert tags["og:image"] == "https://owner-neuroscope.hf.space/n/org/plain/1/3.png"
+
+
+def test_forwarded_headers_are_trusted_from_loopback_unless_configured(monkeypatch):
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert uvicorn_config(None, "127.0.0.1", 0).forwarded_allow_ips == "127.0.0.1,::1"
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.7")
+    assert uvicorn_config(None, "127.0.0.1", 0).forwarded_allow_ips == "10.0.0.7"
+
+
+DAMAGES = {
+    "cut-examples": lambda folder: truncate(folder / fmt.examples_path(1)),
+    "noise-examples": lambda folder: (folder / fmt.examples_path(1)).write_bytes(np.random.default_rng(0).bytes(4096)),
+    "no-examples": lambda folder: (folder / fmt.examples_path(1)).unlink(),
+    "no-neurons": lambda folder: (folder / fmt.neurons_path(1)).unlink(),
+    "cut-neurons": lambda folder: truncate(folder / fmt.neurons_path(1)),
+}
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """One copy per damage, each with layer 0 whole and layer 1's file cut, replaced by noise or deleted."""
+    root = tmp_path_factory.mktemp("space_damaged")
+    folders = []
+    for damage, apply in DAMAGES.items():
+        folder = write_synthetic_dataset(root / damage, n_layers=2, d_mlp=8, name=f"org/{damage}", seed=4)
+        apply(folder)
+        folders.append(str(folder))
+    with running(build_app(open_sources(folders))) as url:
+        yield url
+
+
+def get(connection: http.client.HTTPConnection, path: str) -> tuple[int, str, bytes]:
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, response.getheader("content-type"), response.read()
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_short_links_to_unreadable_files_give_a_notice_and_a_placeholder_on_a_living_connection(damaged, damage):
+    host, port = damaged.removeprefix("http://").rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.connect()
+    socket = connection.sock
+    status, kind, body = get(connection, f"/n/org/{damage}/1/2")
+    page = body.decode()
+    assert status == 200 and kind.startswith("text/html"), page
+    if "neurons" in damage:  # the card's text comes from the neuron table (a refused source falls back instead)
+        assert "This neuron cannot be shown" in page or "Unknown model" in page
+    status, kind, body = get(connection, f"/n/org/{damage}/1/2.png")
+    assert status == 200 and kind == "image/png"
+    assert Image.open(io.BytesIO(body)).size == (1200, 630)
+    status, kind, body = get(connection, "/n/org/cut-examples/0/2.png")
+    assert status == 200 and kind == "image/png"
+    assert connection.sock is socket, "the keep-alive connection must survive"
+    connection.close()
+
+
+def test_the_api_and_short_links_take_whole_numbers_only_and_say_so(served):
+    url, client, _ = served
+    assert client.predict("org/plain", 1.0, 2.0, api_name="/neuron")[:4] == ("org/plain", 1, 2, "")
+    for layer in (1.5, "³", "9" * 5000):
+        model, shown_layer, neuron, notice, _ = client.predict("org/plain", layer, 2, api_name="/neuron")
+        assert (model, shown_layer, neuron) == ("org/plain", 0, 2) and "is not a whole number" in notice
+    links = {"n/org/plain/%C2%B3/2": "layer 0 · neuron 2", "n/org/plain/1/" + "9" * 5000: "layer 1 · neuron 0",
+             "n/org/plain/1.5/2": "layer 0 · neuron 2"}
+    for path, title in links.items():
+        html = urllib.request.urlopen(url + path).read().decode()
+        assert "is not a whole number" in html and f"<title>org/plain · {title}</title>" in html
+        assert urllib.request.urlopen(url + path + ".png").headers["content-type"] == "image/png"
+
+
+def test_a_100_kb_query_string_gets_414_and_the_server_keeps_serving(served):
+    url, client, _ = served
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url + "?q=" + "a" * 100_000)
+    assert refused.value.code == 414 and b"query string is longer" in refused.value.read()
+    assert urllib.request.urlopen(url + "?q=" + "a" * 1000).status == 200
+    assert client.predict("org/plain", 1, 1, api_name="/neuron")[:3] == ("org/plain", 1, 1)

@@ -167,6 +167,16 @@ def test_short_link_card_and_redirect(site, page):
     assert title(page) == "org/plain · layer 2 · neuron 7"
 
 
+def test_forged_forwarded_headers_run_nothing_and_the_short_link_still_opens_the_neuron(site, page):
+    url, _ = site
+    forged = {"x-forwarded-proto": "javascript", "x-forwarded-host": "x/%0Awindow.__pwned=1//"}
+    page.route(url + "n/**", lambda route: route.continue_(headers={**route.request.headers, **forged}))
+    page.goto(url + "n/org/plain/2/7")
+    page.wait_for_selector(".ns-title")
+    assert title(page) == "org/plain · layer 2 · neuron 7"
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
 def test_inside_the_spaces_iframe_moves_are_posted_to_the_parent(site, page):
     url, _ = site
     parent = "https://huggingface.co/spaces/org/neuroscope"

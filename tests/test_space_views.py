@@ -36,6 +36,18 @@ def test_failed_sources_are_listed_with_their_error_while_others_open(catalog, t
     assert "neither a local folder" in errors["absent"]
 
 
+def test_two_sources_of_one_model_get_names_that_show_no_server_path(tmp_path):
+    first = write_synthetic_dataset(tmp_path / "first" / "copy", n_layers=1, d_mlp=4, name="org/same")
+    second = write_synthetic_dataset(tmp_path / "second" / "copy", n_layers=1, d_mlp=4, name="org/same")
+    third = write_synthetic_dataset(tmp_path / "third", n_layers=1, d_mlp=4, name="org/same")
+    catalog = open_sources([str(first), str(second), str(third)])
+    assert catalog.model_names == ["org/same", "org/same (copy)", "org/same (third)"]
+    assert all(str(tmp_path) not in name and "/tmp" not in name for name in catalog.model_names)
+    fourth = write_synthetic_dataset(tmp_path / "fourth" / "copy", n_layers=1, d_mlp=4, name="org/same")
+    names = open_sources([str(first), str(second), str(fourth)]).model_names
+    assert names == ["org/same", "org/same (copy)", "org/same (copy) #2"]
+
+
 def test_sources_from_env_splits_on_commas_and_drops_blanks():
     assert sources_from_env({"NEUROSCOPE_SOURCES": " a/b , ./x,,"}) == ["a/b", "./x"]
     assert sources_from_env({}) == []
@@ -94,6 +106,18 @@ def test_unknown_or_malformed_links_resolve_to_a_valid_neuron_with_a_message(cat
     assert resolve_query(catalog, {}) == (NeuronRef("org/hostile", 0, 0), [])
 
 
+@pytest.mark.parametrize("value", ["³", "①", "٣", "9" * 5000, "1e0", "0x1", "1.5", "1,0", 1.5, float("nan"), True])
+def test_anything_but_a_whole_number_gives_a_message_never_an_exception(catalog, value):
+    ref, messages = resolve_query(catalog, {"model": "org/plain", "layer": value, "neuron": value})
+    assert ref == NeuronRef("org/plain", 0, 0)
+    assert len(messages) == 2 and all("is not a whole number" in message and len(message) < 200 for message in messages)
+
+
+@pytest.mark.parametrize("value", ["1", " 1 ", "+1", "1.0", "1.", 1, 1.0])
+def test_a_whole_number_is_taken_however_it_is_written(catalog, value):
+    assert resolve(catalog, "org/plain", value, value) == (NeuronRef("org/plain", 1, 1), [])
+
+
 def test_step_crosses_layers_and_wraps(catalog):
     assert step(catalog, NeuronRef("org/plain", 0, 23), 1) == NeuronRef("org/plain", 1, 0)
     assert step(catalog, NeuronRef("org/plain", 1, 23), 1) == NeuronRef("org/plain", 0, 0)
@@ -146,6 +170,15 @@ def test_search_sorts_and_filters_by_model(catalog):
     assert list(frame["density"]) == sorted(frame["density"], reverse=True)
     notice, _ = search_view(catalog, "", ["nope"], None, None, "bogus")
     assert "Unknown sort" in notice and "Unknown models ignored" in notice
+
+
+def test_search_layer_bounds_follow_the_number_rule_and_an_empty_range_is_named(catalog):
+    notice, frame = search_view(catalog, "", None, "³", 0.5, "max")
+    assert "From layer &#x27;³&#x27; is not a whole number" in notice
+    assert "To layer 0.5 is not a whole number" in notice
+    assert len(frame) == 100
+    notice, frame = search_view(catalog, "", None, 2, 1, "max")
+    assert "From layer 2 is above to layer 1" in notice and frame.empty
 
 
 def test_an_unreadable_neuron_table_is_reported_and_its_pages_give_a_message(tmp_path):

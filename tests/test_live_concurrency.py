@@ -1,0 +1,112 @@
+"""Many users at once: live calls sent together through the real server equal the same calls made one at a time.
+
+The live model is shared by every request of a process; a hook added by one request must never fire on
+another's forward pass. Texts of equal and unequal lengths, all four live endpoints, one client per thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import Client
+
+from space.live_model import LiveModels
+from space.live_ui import live_tabs
+from space.server import CONCURRENT_EVENTS, build_app, running
+from space.ui import build_blocks
+from space.sources import open_sources
+from test_live_api import doc_lines, harvested_dataset, text_ids
+
+MODEL = "test/concurrent-users"
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live_concurrency")
+    dataset, model = harvested_dataset(root, MODEL, n_windows=8, n_layers=4, d_model=64, d_mlp=128, n_ctx=128)
+    catalog = open_sources([str(dataset)])
+    with running(build_app(catalog, live_tabs(LiveModels(device="cpu")))) as url:
+        yield url, model
+
+
+def equal_length_texts(model, count: int) -> list[str]:
+    """`count` distinct lines of the docs that tokenize to the same number of tokens."""
+    by_length: dict[int, list[str]] = {}
+    for line in doc_lines(400, start=300):
+        group = by_length.setdefault(len(text_ids(model, line)), [])
+        group.append(line)
+        if len(group) == count:
+            return group
+    raise AssertionError("the docs hold too few lines of one length")
+
+
+def calls(model) -> list[tuple[str, tuple]]:
+    """(endpoint, arguments) of every call, each on its own text or lists, so no answer comes from the cache."""
+    equal = equal_length_texts(model, 4)
+    unequal = [" ".join(doc_lines(count, start=700 + 10 * count)) for count in (1, 2, 3, 4)]
+    requests = []
+    for index, text in enumerate(equal + unequal):
+        requests.append(("/activations", (MODEL, index % 4, 5 + index, text)))
+        requests.append(("/top_neurons", (MODEL, text, 10)))
+    for start, (n_with, n_without) in enumerate(((5, 6), (8, 5))):
+        with_feature = "\n".join(doc_lines(n_with, start=1000 + 40 * start))
+        without_feature = "\n".join(doc_lines(n_without, start=1020 + 40 * start))
+        requests.append(("/find", (MODEL, with_feature, without_feature, "either way", 8)))
+        requests.append(("/probe", (MODEL, with_feature, without_feature)))
+    return requests
+
+
+def assert_same(concurrent: object, alone: object, where: str = "") -> None:
+    """Equal structure and equal numbers (to float32 rounding of a reordered sum)."""
+    if isinstance(alone, dict):
+        assert isinstance(concurrent, dict) and concurrent.keys() == alone.keys(), where
+        for key in alone:
+            assert_same(concurrent[key], alone[key], f"{where}.{key}")
+    elif isinstance(alone, list):
+        assert isinstance(concurrent, list) and len(concurrent) == len(alone), where
+        for index, (got, expected) in enumerate(zip(concurrent, alone)):
+            assert_same(got, expected, f"{where}[{index}]")
+    elif isinstance(alone, float) and not isinstance(concurrent, str):
+        assert math.isclose(concurrent, alone, rel_tol=1e-5, abs_tol=1e-6), f"{where}: {concurrent} != {alone}"
+    else:
+        assert concurrent == alone, where
+
+
+def test_concurrent_live_calls_equal_the_same_calls_made_one_at_a_time(served):
+    url, model = served
+    requests = calls(model)
+    client = Client(url, verbose=False)
+    alone = [client.predict(*args, api_name=endpoint) for endpoint, args in requests]
+    for (endpoint, _), result in zip(requests, alone):
+        assert result[2], f"{endpoint} returned no values: {result[0]}"
+    clients = threading.local()
+    start = threading.Barrier(len(requests))
+
+    def call(request: tuple[str, tuple]):
+        if not hasattr(clients, "client"):
+            clients.client = Client(url, verbose=False)
+        start.wait()
+        endpoint, args = request
+        return clients.client.predict(*args, api_name=endpoint)
+
+    for round_number in range(ROUNDS):
+        with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            together = list(pool.map(call, requests))
+        for (endpoint, _), got, expected in zip(requests, together, alone):
+            assert got[0] == expected[0], f"round {round_number}, {endpoint}: {got[0]}"
+            assert_same(got[2], expected[2], f"round {round_number} {endpoint}")
+
+
+def test_model_events_queue_one_at_a_time_while_browsing_stays_concurrent():
+    """A burst of probes must not hold several probes' memory at once; neuron pages must not wait behind them."""
+    blocks = build_blocks(open_sources([]), live_tabs())
+    blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS)
+    by_name = {fn.api_name: fn for fn in blocks.fns.values() if fn.api_name}
+    model_events = [by_name[name] for name in ("activations", "top_neurons", "find", "probe")]
+    assert len({fn.concurrency_id for fn in model_events}) == 1 and {fn.concurrency_limit for fn in model_events} == {1}
+    assert by_name["neuron"].concurrency_id != model_events[0].concurrency_id
+    assert by_name["neuron"].concurrency_limit in ("default", CONCURRENT_EVENTS)
