@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from gradio_client import Client  # noqa: E402
 
 from harvest.corpus import CorpusSpec, iter_documents  # noqa: E402
-from harvest.models import load_model  # noqa: E402
 from harvest.run import HarvestConfig, harvest  # noqa: E402
 from harvest.smollm2 import export_smollm2  # noqa: E402
 from space.live_forward import ActivationCache  # noqa: E402
