@@ -15,7 +15,7 @@ from concurrent.futures import Future
 # glibc malloc returns freed Parquet buffers to the system; Arrow's default pool keeps them (RSS +25%).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
-from space.live_ui import live_tabs
+from space.live.ui import live_tabs
 from space.server import build_app, serve
 from space.sources import Unavailable, open_sources, sources_from_env
 

@@ -34,10 +34,10 @@ from gradio_client import Client  # noqa: E402
 from harvest.corpus import CorpusSpec, iter_documents  # noqa: E402
 from harvest.run import HarvestConfig, harvest  # noqa: E402
 from harvest.smollm2 import export_smollm2  # noqa: E402
-from space.live_forward import ActivationCache  # noqa: E402
-from space.live_model import LiveModels  # noqa: E402
-from space.live_ui import live_tabs  # noqa: E402
-from space.live_views import LiveContext, activations_view, top_neurons_view  # noqa: E402
+from space.live.forward import ActivationCache  # noqa: E402
+from space.live.model import LiveModels  # noqa: E402
+from space.live.ui import live_tabs  # noqa: E402
+from space.live.views import LiveContext, activations_view, top_neurons_view  # noqa: E402
 from space.server import build_app, running  # noqa: E402
 from space.sources import open_sources  # noqa: E402
 from tiny_models import native_model  # noqa: E402

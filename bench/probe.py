@@ -1,7 +1,7 @@
 """Benchmark the finder and the probe at their caps on SmolLM2-135M: time and peak memory of one run, against a bare
 forward pass over the same tokens in the same process.
 
-Two inputs fill the caps (space/live_texts.py: MAX_TEXTS_PER_LIST texts a list, MAX_LIST_TOKENS over both lists):
+Two inputs fill the caps (space/live/texts.py: MAX_TEXTS_PER_LIST texts a list, MAX_LIST_TOKENS over both lists):
 - most samples: MAX_TEXTS_PER_LIST texts a list, each as long as the token budget allows, the first list's marked
   with `[[...]]`, so the probe fits 3 x MAX_TEXTS_PER_LIST samples (a marked text gives two) - the fit's worst case;
 - longest texts: the fewest texts the probe takes (MIN_PER_CLASS a list), as long as the caps allow - the forward
@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from space.live_probe import MIN_PER_CLASS  # noqa: E402
-from space.live_texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT, encode_lists  # noqa: E402
+from space.live.probe import MIN_PER_CLASS  # noqa: E402
+from space.live.texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT, encode_lists  # noqa: E402
 
 TARGET_SECONDS = 10.0
 
@@ -96,8 +96,8 @@ def bare_forward(model, texts, batch: int = 16) -> None:
 
 def measure(dataset: Path, lists: dict[str, list[str]], repeats: int, threads: int | None) -> dict:
     """Run in the measuring process: load the model, then time each view against the bare pass, alternating."""
-    from space.live_model import LiveModels
-    from space.live_views import LiveContext, find_view, probe_view
+    from space.live.model import LiveModels
+    from space.live.views import LiveContext, find_view, probe_view
     from space.sources import open_sources
 
     catalog = open_sources([str(dataset)])

@@ -26,10 +26,10 @@ from harvest.models import PROVENANCE_FILE, load_model
 from harvest.run import HarvestConfig, harvest
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
-from space.live_model import LiveModels
-from space.live_texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST
-from space.live_views import LiveContext, find_view, probe_view
-from space.live_ui import live_tabs
+from space.live.model import LiveModels
+from space.live.texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST
+from space.live.views import LiveContext, find_view, probe_view
+from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token

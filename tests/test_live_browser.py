@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
-from space.live_ui import live_tabs
+from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 from test_live_api import harvested_dataset

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from gradio_client import Client
 
-from space.live_model import LiveModels
-from space.live_ui import live_tabs
+from space.live.model import LiveModels
+from space.live.ui import live_tabs
 from space.server import CONCURRENT_EVENTS, build_app, running
 from space.ui import build_blocks
 from space.sources import open_sources

@@ -11,8 +11,8 @@ from harvest.corpus import CorpusSpec
 from harvest.models import load_model
 from harvest.run import HarvestConfig, harvest
 from hub_sync import format as fmt
-from space.live_model import LiveModels
-from space.live_ui import live_tabs
+from space.live.model import LiveModels
+from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from space.live_probe import ProbeDataError, consistent_grams, held_out_accuracy, logistic_decisions, probe, standardised_folds
-from space.live_stats import DIRECTIONS, Separation, auroc, cohens_d, descending_order, separation_order
-from space.live_texts import strip_marks
+from space.live.probe import ProbeDataError, consistent_grams, held_out_accuracy, logistic_decisions, probe, standardised_folds
+from space.live.stats import DIRECTIONS, Separation, auroc, cohens_d, descending_order, separation_order
+from space.live.texts import strip_marks
 
 
 def test_auroc_and_cohens_d_equal_pairwise_brute_force_with_ties():
@@ -102,7 +102,7 @@ def test_gpu_wrapper_returns_the_function_itself_off_zero_gpu(monkeypatch):
     """`spaces.GPU` is imported for real; without SPACES_ZERO_GPU it must not wrap (no ZeroGPU client calls)."""
     import spaces.config
 
-    from space.live_model import gpu
+    from space.live.model import gpu
 
     monkeypatch.setattr(spaces.config.Config, "zero_gpu", False)
 

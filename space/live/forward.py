@@ -18,8 +18,8 @@ import torch
 
 from harvest.models import LoadedModel
 from hub_sync.format import MLP_HOOK
-from space.live_model import gpu
-from space.live_texts import EncodedText, Sample
+from space.live.model import gpu
+from space.live.texts import EncodedText, Sample
 
 Progress = Callable[..., object]  # called as progress(fraction, desc=...): gr.Progress, which spaces.GPU forwards
 BATCH_TEXTS = 16

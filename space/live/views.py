@@ -15,11 +15,11 @@ import numpy as np
 from hub_sync.format import MLP_HOOK, RESIDUAL_HOOK
 from hub_sync.reader import DatasetError, NeuronDataset
 from space.links import NeuronRef, optional_int, resolve
-from space.live_forward import ActivationCache, Progress, pooled_activations
-from space.live_model import LiveModels, LiveUnavailable
-from space.live_probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
-from space.live_render import finder_html, live_tokens_html, probe_plot_svg, top_neurons_html
-from space.live_stats import (
+from space.live.forward import ActivationCache, Progress, pooled_activations
+from space.live.model import LiveModels, LiveUnavailable
+from space.live.probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
+from space.live.render import finder_html, live_tokens_html, probe_plot_svg, top_neurons_html
+from space.live.stats import (
     DIRECTIONS,
     descending_order,
     layer_summary,
@@ -28,7 +28,7 @@ from space.live_stats import (
     separation_order,
     text_peaks,
 )
-from space.live_texts import TextError, encode_lists, encode_text, token_cap, truncation_notices
+from space.live.texts import TextError, encode_lists, encode_text, token_cap, truncation_notices
 from space.render import activation_scale, examples_from_table, message_html
 from space.sources import Catalog
 

@@ -12,11 +12,11 @@ from html import escape
 
 import gradio as gr
 
-from space.live_model import LiveModels
-from space.live_render import LIVE_CSS
-from space.live_stats import DIRECTIONS
-from space.live_texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
-from space.live_views import (
+from space.live.model import LiveModels
+from space.live.render import LIVE_CSS
+from space.live.stats import DIRECTIONS
+from space.live.texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST, MAX_TOKENS_PER_TEXT
+from space.live.views import (
     DEFAULT_COUNT,
     MAX_COUNT,
     LiveContext,
@@ -26,7 +26,7 @@ from space.live_views import (
     top_neurons_view,
 )
 from space.links import resolve
-from space.live_forward import ActivationCache
+from space.live.forward import ActivationCache
 from space.render import message_html
 from space.sources import Catalog
 from space.ui import ExtraTab, NeuronControls, url_update_js
