@@ -28,6 +28,7 @@ from huggingface_hub import HfApi, HfFileSystem
 
 from hub_sync import format as fmt
 from hub_sync.manifest import Manifest, ManifestError
+from hub_sync.records import Example, NeuronRecord, NeuronStats, examples_from_table
 
 HUB_PREFIX = "hf://datasets/"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -436,6 +437,18 @@ class NeuronDataset:
         layer_number = self._check_layer(layer)
         neuron_number = self._check_neuron(neuron)
         return self._examples_files.get(layer_number).examples(neuron_number)
+
+    def neuron_stats(self, layer: int, neuron: int) -> NeuronStats:
+        """That neuron's row of its layer's statistics (the layer's small file is read once, then kept)."""
+        return NeuronStats.from_table(self.neurons(layer), self._check_neuron(neuron))
+
+    def neuron_examples(self, layer: int, neuron: int) -> list[Example]:
+        """That neuron's examples as records, top then random then bottom, each by rank: one ranged read."""
+        return examples_from_table(self.examples(layer, neuron))
+
+    def neuron(self, layer: int, neuron: int) -> NeuronRecord:
+        """Everything a neuron page shows: its statistics and its examples."""
+        return NeuronRecord(layer, neuron, self.neuron_stats(layer, neuron), self.neuron_examples(layer, neuron))
 
     def explanations(self, layer: int) -> pa.Table:
         """That layer's explanations (format 1.1), one row per (neuron, explainer, prompt_version); empty if none."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from space.render import CONTEXT_AFTER, CONTEXT_BEFORE, Example, activation_scale
+from hub_sync.records import Example
+from space.render import CONTEXT_AFTER, CONTEXT_BEFORE, activation_scale
 from space.text import visible_token
 
 WIDTH, HEIGHT = 1200, 630
@@ -43,11 +44,9 @@ def _tint(value: float, scale: float) -> tuple[int, int, int]:
 
 def _draw_example(draw: ImageDraw.ImageDraw, example: Example, scale: float, top: int) -> None:
     font = _font(22, mono=True)
-    start = max(1, example.max_position - CONTEXT_BEFORE)
-    stop = min(len(example.tokens), example.max_position + CONTEXT_AFTER + 1)
     draw.text((MARGIN, top + 8), f"{example.score:6.2f}", font=_font(18, mono=True), fill=MUTED)
     x = MARGIN + 90
-    for position in range(start, stop):
+    for position in example.around_peak(CONTEXT_BEFORE, CONTEXT_AFTER):
         text = visible_token(example.tokens[position])
         width = draw.textlength(text, font=font)
         if x + width > WIDTH - MARGIN:

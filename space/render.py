@@ -6,14 +6,12 @@ the page, attributes included: Gradio's gr.HTML shows its value unsanitized.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from html import escape
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from hub_sync import format as fmt
+from hub_sync.records import Example, NeuronRecord, NeuronStats
 from space.plots import histogram_svg, logit_bars_html
 from space.text import visible_token
 
@@ -23,39 +21,6 @@ KIND_TITLES = {"top": "Top examples", "random": "Random firing examples", "botto
 POSITIVE_RGB = "255,112,0"
 NEGATIVE_RGB = "28,126,214"
 SHADES = 10  # colour steps per sign: a class per step keeps a 30-example page near 100 KB
-
-
-@dataclass
-class Example:
-    """One kept window of one neuron, as the page shows it."""
-
-    kind: str
-    rank: int
-    score: float
-    max_position: int
-    window_index: int
-    tokens: list[str]
-    activations: np.ndarray
-
-
-def examples_from_table(table: pa.Table) -> list[Example]:
-    """Rows of a neuron's examples table, in stored order (kind, then rank)."""
-    activations = table.column("activations").combine_chunks()
-    offsets = activations.offsets.to_numpy()
-    flat = pc.list_flatten(activations).to_numpy(zero_copy_only=False).astype(np.float32)
-    columns = {name: table.column(name).to_pylist() for name in ("kind", "rank", "score", "max_position", "window_index", "tokens")}
-    return [
-        Example(
-            kind=columns["kind"][i],
-            rank=columns["rank"][i],
-            score=columns["score"][i],
-            max_position=columns["max_position"][i],
-            window_index=columns["window_index"][i],
-            tokens=columns["tokens"][i],
-            activations=flat[offsets[i] : offsets[i + 1]],
-        )
-        for i in range(table.num_rows)
-    ]
 
 
 def activation_scale(examples: list[Example]) -> float:
@@ -79,25 +44,24 @@ def token_html(token: str, value: float, scale: float, is_peak: bool) -> str:
     )
 
 
-def tokens_html(example: Example, scale: float, start: int, stop: int) -> str:
+def tokens_html(example: Example, scale: float, positions: range) -> str:
     return "".join(
         token_html(example.tokens[p], float(example.activations[p]), scale, p == example.max_position)
-        for p in range(start, stop)
+        for p in positions
     )
 
 
 def example_html(example: Example, scale: float) -> str:
     """A short view around the peak token that expands (no JavaScript: <details>) to the whole window."""
-    start = max(1, example.max_position - CONTEXT_BEFORE)
-    stop = min(len(example.tokens), example.max_position + CONTEXT_AFTER + 1)
-    before = "…" if start > 1 else ""
-    after = "…" if stop < len(example.tokens) else ""
+    short = example.around_peak(CONTEXT_BEFORE, CONTEXT_AFTER)
+    before = "…" if short.start > 1 else ""
+    after = "…" if short.stop < len(example.tokens) else ""
     label = escape(f"{example.score:.3g}", quote=True)
     meta = escape(f"{example.kind} #{example.rank}, window {example.window_index}", quote=True)
     return (
         f'<details class="ns-ex"><summary><span class="ns-score" title="{meta}">{label}</span>'
-        f'<span class="ns-text">{before}{tokens_html(example, scale, start, stop)}{after}</span></summary>'
-        f'<div class="ns-text ns-full">{tokens_html(example, scale, 0, len(example.tokens))}</div></details>'
+        f'<span class="ns-text">{before}{tokens_html(example, scale, short)}{after}</span></summary>'
+        f'<div class="ns-text ns-full">{tokens_html(example, scale, range(len(example.tokens)))}</div></details>'
     )
 
 
@@ -119,38 +83,40 @@ def _stat(name: str, value: str) -> str:
     return f'<div class="ns-stat"><span class="ns-muted">{escape(name)}</span><b>{escape(value)}</b></div>'
 
 
-def stats_html(row: dict) -> str:
+def stats_html(stats: NeuronStats) -> str:
     """Max, min, mean, density, coverage and how concentrated the peak tokens are."""
     return '<div class="ns-stats">' + "".join(
         [
-            _stat("max", f"{row['max']:.4g}"),
-            _stat("min", f"{row['min']:.4g}"),
-            _stat("mean", f"{row['mean']:.4g}"),
-            _stat("density", f"{100 * row['density']:.3g}%"),
-            _stat("peak concentration", f"{100 * row['peak_concentration']:.3g}%"),
-            _stat("tokens", f"{row['n_tokens']:,}"),
+            _stat("max", f"{stats.max:.4g}"),
+            _stat("min", f"{stats.min:.4g}"),
+            _stat("mean", f"{stats.mean:.4g}"),
+            _stat("density", f"{100 * stats.density:.3g}%"),
+            _stat("peak concentration", f"{100 * stats.peak_concentration:.3g}%"),
+            _stat("tokens", f"{stats.n_tokens:,}"),
         ]
     ) + "</div>"
 
 
-def peak_tokens_html(row: dict) -> str:
+def peak_tokens_html(stats: NeuronStats) -> str:
     chips = "".join(
         f'<span class="ns-chip"><code>{escape(visible_token(token), quote=True)}</code> ×{count}</span>'
-        for token, count in zip(row["peak_tokens"], row["peak_token_counts"])
+        for token, count in stats.peaks
     )
     return f'<div class="ns-chips"><span class="ns-muted">Peaks on</span> {chips}</div>'
 
 
-def neuron_page_html(model: str, layer: int, neuron: int, row: dict, examples: list[Example], edges: list[float]) -> str:
+def neuron_page_html(model: str, record: NeuronRecord, edges: list[float]) -> str:
     """The whole neuron page body: title, stats, peak tokens, histogram, logit effects, examples."""
-    title = escape(f"{model} · layer {layer} · neuron {neuron}", quote=True)
+    stats = record.stats
+    title = escape(f"{model} · layer {record.layer} · neuron {record.neuron}", quote=True)
+    promotes = logit_bars_html(stats.logit_top_tokens, stats.logit_top_values, "ns-pos")
+    suppresses = logit_bars_html(stats.logit_bottom_tokens, stats.logit_bottom_values, "ns-neg")
     return (
-        f'<div class="ns-page"><h2 class="ns-title">{title}</h2>{stats_html(row)}{peak_tokens_html(row)}'
-        f'<div class="ns-columns"><div><h3>Activation histogram</h3>{histogram_svg(row["histogram"], edges)}</div>'
+        f'<div class="ns-page"><h2 class="ns-title">{title}</h2>{stats_html(stats)}{peak_tokens_html(stats)}'
+        f'<div class="ns-columns"><div><h3>Activation histogram</h3>{histogram_svg(stats.histogram, edges)}</div>'
         f'<div><h3>Logit effects</h3><div class="ns-logits">'
-        f'<div><h4>promotes</h4>{logit_bars_html(row["logit_top_tokens"], row["logit_top_values"], "ns-pos")}</div>'
-        f'<div><h4>suppresses</h4>{logit_bars_html(row["logit_bottom_tokens"], row["logit_bottom_values"], "ns-neg")}</div>'
-        f"</div></div></div>{examples_html(examples)}</div>"
+        f"<div><h4>promotes</h4>{promotes}</div><div><h4>suppresses</h4>{suppresses}</div>"
+        f"</div></div></div>{examples_html(record.examples)}</div>"
     )
 
 

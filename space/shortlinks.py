@@ -20,10 +20,9 @@ from fastapi.responses import HTMLResponse, Response
 from hub_sync.reader import DatasetError
 from space.links import NeuronRef, resolve
 from space.preview import neuron_card_png
-from space.render import examples_from_table
 from space.sources import Catalog
 from space.text import visible_token
-from space.views import neuron_row, unreadable_notice
+from space.views import unreadable_notice
 
 
 SPACE_HOST_ENV = "SPACE_HOST"  # set by Hugging Face Spaces: the Space's public host, e.g. owner-name.hf.space
@@ -59,10 +58,10 @@ def card_title(ref: NeuronRef) -> str:
 
 def card_text(catalog: Catalog, ref: NeuronRef) -> tuple[str, str]:
     """The card's title and one-line description: stats and the tokens the neuron peaks on."""
-    row = neuron_row(catalog, ref)
-    peaks = ", ".join(f"{visible_token(token)!r}×{count}" for token, count in list(zip(row["peak_tokens"], row["peak_token_counts"]))[:5])
+    stats = catalog.models[ref.model].neuron_stats(ref.layer, ref.neuron)
+    peaks = ", ".join(f"{visible_token(token)!r}×{count}" for token, count in stats.peaks[:5])
     title = card_title(ref)
-    description = f"max {row['max']:.3g} · density {100 * row['density']:.3g}% · peaks on {peaks or 'nothing'}"
+    description = f"max {stats.max:.3g} · density {100 * stats.density:.3g}% · peaks on {peaks or 'nothing'}"
     return title, description
 
 
@@ -101,8 +100,7 @@ def short_link_router(catalog: Catalog) -> APIRouter:
     @lru_cache(maxsize=256)
     def card_png(ref: NeuronRef) -> bytes:
         title, description = card_text(catalog, ref)
-        examples = examples_from_table(catalog.models[ref.model].examples(ref.layer, ref.neuron))
-        return neuron_card_png(title, description, examples)
+        return neuron_card_png(title, description, catalog.models[ref.model].neuron_examples(ref.layer, ref.neuron))
 
     @router.get("/n/{model:path}/{layer}/{neuron}.png", include_in_schema=False)
     def neuron_card_image(model: str, layer: str, neuron: str) -> Response:

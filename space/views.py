@@ -9,7 +9,7 @@ import pandas as pd
 
 from hub_sync.reader import DatasetError
 from space.links import NeuronRef, optional_int, random_neuron, resolve, step
-from space.render import examples_from_table, message_html, neuron_page_html
+from space.render import message_html, neuron_page_html
 from space.search import SORT_KEYS, SearchResult
 from space.sources import Catalog
 from space.text import visible_token
@@ -27,11 +27,6 @@ class NeuronView:
     page: str
 
 
-def neuron_row(catalog: Catalog, ref: NeuronRef) -> dict:
-    """The neuron's row of its layer's neuron table (rows are in neuron order)."""
-    return catalog.models[ref.model].neurons(ref.layer).slice(ref.neuron, 1).to_pylist()[0]
-
-
 def unreadable_notice(error: DatasetError) -> str:
     return f"This neuron cannot be shown: {error}"
 
@@ -42,11 +37,10 @@ def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> Ne
         return NeuronView(None, message_html(messages), "")
     dataset = catalog.models[ref.model]
     try:
-        examples = examples_from_table(dataset.examples(ref.layer, ref.neuron))
-        row = neuron_row(catalog, ref)
+        record = dataset.neuron(ref.layer, ref.neuron)
     except DatasetError as error:
         return NeuronView(ref, message_html([*messages, unreadable_notice(error)]), "")
-    page = neuron_page_html(ref.model, ref.layer, ref.neuron, row, examples, dataset.histogram_edges)
+    page = neuron_page_html(ref.model, record, dataset.histogram_edges)
     return NeuronView(ref, message_html(messages), page)
 
 

@@ -15,6 +15,7 @@ from harvest.explain import metrics, prompts, screening
 from harvest.explain.backends import TokenLogprob
 from harvest.explain.embedding import SentenceEmbedder
 from harvest.explain.examples import split_examples
+from hub_sync.records import examples_from_table
 from harvest.explain.scorers import EmbeddingScorer
 from harvest.explain.workfile import WorkFile
 from hub_sync.reader import open_dataset
@@ -55,7 +56,7 @@ def test_correlation_equals_numpy():
 
 
 def test_the_explainer_never_sees_held_out_examples(planted):
-    examples = split_examples(0, DOG_NEURON, planted.examples(0, DOG_NEURON))
+    examples = split_examples(0, DOG_NEURON, planted.neuron_examples(0, DOG_NEURON))
     assert [item.rank for item in examples.shown] == [0, 2, 4, 6, 8]
     assert [item.rank for item in examples.held_out_top] == [1, 3, 5, 7, 9]
     assert len(examples.held_out_random) == 10
@@ -77,7 +78,7 @@ def test_a_random_example_that_is_also_a_top_window_is_not_held_out(planted):
     table = table.set_column(
         table.schema.get_field_index("window_index"), "window_index", pa.array(windows, pa.int64())
     )
-    examples = split_examples(0, COLOUR_NEURON, table)
+    examples = split_examples(0, COLOUR_NEURON, examples_from_table(table))
     assert windows[0] not in {item.window_index for item in examples.held_out_random}
     assert len(examples.held_out_random) == 9
 
@@ -152,8 +153,8 @@ def test_simulated_activations_are_expected_values_per_line():
 
 def test_embedding_scores_the_right_explanation_above_a_wrong_one(planted, embedder):
     scorer = EmbeddingScorer(embedder)
-    dog = split_examples(0, DOG_NEURON, planted.examples(0, DOG_NEURON))
-    colour = split_examples(0, COLOUR_NEURON, planted.examples(0, COLOUR_NEURON))
+    dog = split_examples(0, DOG_NEURON, planted.neuron_examples(0, DOG_NEURON))
+    colour = split_examples(0, COLOUR_NEURON, planted.neuron_examples(0, COLOUR_NEURON))
     right_dog, wrong_dog = scorer.score("the word dog", dog), scorer.score("colours such as red and blue", dog)
     right_colour, wrong_colour = (
         scorer.score("colours such as red and blue", colour),

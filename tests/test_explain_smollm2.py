@@ -38,7 +38,7 @@ def dataset(tmp_path) -> Path:
 
 
 def test_the_server_over_http_and_the_in_process_backend_agree(smollm2_llm, smollm2_folder, dataset):
-    examples = split_examples(0, DOG_NEURON, open_dataset(dataset).examples(0, DOG_NEURON))
+    examples = split_examples(0, DOG_NEURON, open_dataset(dataset).neuron_examples(0, DOG_NEURON))
     messages = prompts.explainer_messages(examples.shown, examples.max_activation)
     local = TransformersBackend(smollm2_folder).complete(messages, 12, top_logprobs=5)
     for stream in (False, True):
@@ -76,7 +76,7 @@ def test_explain_and_score_planted_neurons_through_the_server(smollm2_llm, datas
             assert (row["detection_n"], row["embedding_n"]) == (4, 4)  # 2 held-out top + 2 random
             assert row["simulation_n"] == sum(
                 len(item.tokens)
-                for item in split_examples(0, neuron, open_dataset(dataset).examples(0, neuron)).held_out
+                for item in split_examples(0, neuron, open_dataset(dataset).neuron_examples(0, neuron)).held_out
             )
     manifest = json.loads((dataset / fmt.MANIFEST_FILE).read_text())
     assert manifest["explanations"]["runs"][0]["scorers"] == ["detection", "embedding", "simulation"]
@@ -85,7 +85,7 @@ def test_explain_and_score_planted_neurons_through_the_server(smollm2_llm, datas
     ]
     assert len(explainer_asks) == 2
     for neuron in (DOG_NEURON, COLOUR_NEURON):  # the explainer saw none of the held-out windows
-        held_out = split_examples(0, neuron, open_dataset(dataset).examples(0, neuron)).held_out
+        held_out = split_examples(0, neuron, open_dataset(dataset).neuron_examples(0, neuron)).held_out
         for ask in explainer_asks:
             assert not any(item.text in json.dumps(ask) for item in held_out)
 
@@ -93,7 +93,7 @@ def test_explain_and_score_planted_neurons_through_the_server(smollm2_llm, datas
 def test_detection_and_simulation_of_right_and_wrong_explanations(smollm2_llm, dataset):
     """Measured, not assumed: SmolLM2-135M is too weak to tell a right explanation from a wrong one reliably."""
     backend = InferenceBackend(smollm2_llm.base_url, "smollm2", api_key="none")
-    examples = split_examples(0, DOG_NEURON, open_dataset(dataset).examples(0, DOG_NEURON))
+    examples = split_examples(0, DOG_NEURON, open_dataset(dataset).neuron_examples(0, DOG_NEURON))
     detection, simulation = DetectionScorer(backend), SimulationScorer(backend)
     scores = {
         text: (detection.score(text, examples), simulation.score(text, examples))

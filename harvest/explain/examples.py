@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
+from hub_sync.records import Example
 
 EXCERPT_BEFORE = 12  # tokens kept before the peak
 EXCERPT_AFTER = 3  # and after it
@@ -48,27 +48,24 @@ class NeuronExamples:
         return self.held_out_top + self.held_out_random
 
 
-def excerpt(row: dict) -> Excerpt:
+def excerpt(example: Example) -> Excerpt:
     """The window's tokens from EXCERPT_BEFORE before its peak to EXCERPT_AFTER after it, BOS excluded."""
-    peak = int(row["max_position"])
-    start = max(1, peak - EXCERPT_BEFORE)
-    end = min(len(row["tokens"]), peak + EXCERPT_AFTER + 1)
+    positions = example.around_peak(EXCERPT_BEFORE, EXCERPT_AFTER)
     return Excerpt(
-        kind=row["kind"],
-        rank=int(row["rank"]),
-        window_index=int(row["window_index"]),
-        tokens=list(row["tokens"][start:end]),
-        activations=[float(value) for value in row["activations"][start:end]],
+        kind=example.kind,
+        rank=example.rank,
+        window_index=example.window_index,
+        tokens=[example.tokens[p] for p in positions],
+        activations=[float(example.activations[p]) for p in positions],
     )
 
 
-def split_examples(layer: int, neuron: int, examples: pa.Table) -> NeuronExamples:
+def split_examples(layer: int, neuron: int, examples: list[Example]) -> NeuronExamples:
     """Shown: even-ranked top examples; held out: odd-ranked top examples and the random ones (bottom unused).
 
     A random example that is also a top window is dropped: it would show the scorers a window the explainer saw.
     """
-    rows = sorted(examples.to_pylist(), key=lambda row: (row["kind"], row["rank"]))
-    top = [excerpt(row) for row in rows if row["kind"] == "top"]
+    top = [excerpt(example) for example in examples if example.kind == "top"]
     top_windows = {item.window_index for item in top}
     return NeuronExamples(
         layer=layer,
@@ -76,6 +73,8 @@ def split_examples(layer: int, neuron: int, examples: pa.Table) -> NeuronExample
         shown=[item for item in top if item.rank % 2 == 0],
         held_out_top=[item for item in top if item.rank % 2 == 1],
         held_out_random=[
-            excerpt(row) for row in rows if row["kind"] == "random" and row["window_index"] not in top_windows
+            excerpt(example)
+            for example in examples
+            if example.kind == "random" and example.window_index not in top_windows
         ],
     )

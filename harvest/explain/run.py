@@ -153,7 +153,7 @@ def explain_neuron(
     dataset: NeuronDataset, backend: ChatBackend, scorers: list[Scorer], layer: int, neuron: int, max_tokens: int
 ) -> dict:
     """One neuron's record: its explanation and scores, or the reason it has none."""
-    examples = split_examples(layer, neuron, dataset.examples(layer, neuron))
+    examples = split_examples(layer, neuron, dataset.neuron_examples(layer, neuron))
     if not examples.shown:
         return _record(layer, neuron, backend.name, None, "no top examples are stored for this neuron", {})
     if examples.max_activation <= 0:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harvest.models import LoadedModel
 from hub_sync.format import MLP_HOOK, RESIDUAL_HOOK
 from hub_sync.reader import DatasetError, NeuronDataset
 from space.links import NeuronRef, optional_int, resolve
@@ -29,7 +30,7 @@ from space.live.stats import (
     text_peaks,
 )
 from space.live.texts import TextError, encode_lists, encode_text, token_cap, truncation_notices
-from space.render import activation_scale, examples_from_table, message_html
+from space.render import activation_scale, message_html
 from space.sources import Catalog
 
 DEFAULT_COUNT = 20
@@ -80,27 +81,35 @@ def _count(value: object, messages: list[str]) -> int:
     return count
 
 
-def _model_ref(context: LiveContext, model: object, messages: list[str]) -> NeuronRef:
-    ref, resolved = resolve(context.catalog, model, None, None)
+@dataclass(frozen=True)
+class LiveTarget:
+    """Where every live view starts: the neuron (or model) asked for, its dataset, its model loaded, and the messages
+    saying how the request was resolved (an unknown model, layer or neuron falls back like a link does)."""
+
+    ref: NeuronRef
+    dataset: NeuronDataset
+    model: LoadedModel
+    messages: list[str]
+
+
+def open_target(context: LiveContext, model: object, layer: object = None, neuron: object = None) -> LiveTarget:
+    ref, messages = resolve(context.catalog, model, layer, neuron)
     if ref is None:
         raise LiveUnavailable("No dataset is available.")
-    messages += resolved  # layer and neuron are not given, so every message is about the model
-    return ref
+    dataset = context.catalog.models[ref.model]
+    return LiveTarget(ref, dataset, context.models.get(dataset), messages)
 
 
 @guarded
 def activations_view(context: LiveContext, model: object, layer: object, neuron: object, text: str | None) -> View:
     """The neuron's activation at every token of the text, coloured on its dataset scale."""
-    ref, messages = resolve(context.catalog, model, layer, neuron)
-    if ref is None:
-        raise LiveUnavailable("No dataset is available.")
-    dataset = context.catalog.models[ref.model]
-    loaded = context.models.get(dataset)
+    target = open_target(context, model, layer, neuron)
+    ref, dataset, loaded, messages = target.ref, target.dataset, target.model, target.messages
     encoded = encode_text(loaded, text or "")
     messages += truncation_notices([encoded], "Text", token_cap(loaded))
     per_layer = context.cache.activations(loaded, encoded.token_ids, dataset.layers)
     values = per_layer[dataset.layers.index(ref.layer), :, ref.neuron].numpy()
-    scale = activation_scale(examples_from_table(dataset.examples(ref.layer, ref.neuron)))
+    scale = activation_scale(dataset.neuron_examples(ref.layer, ref.neuron))
     result = {
         "model": ref.model, "layer": ref.layer, "neuron": ref.neuron, "token_ids": encoded.token_ids, "tokens": encoded.tokens,
         "activations": [float(value) for value in values], "scale": scale, "truncated": encoded.truncated,
@@ -116,10 +125,8 @@ def dataset_maxima(dataset: NeuronDataset) -> np.ndarray:
 @guarded
 def top_neurons_view(context: LiveContext, model: object, text: str | None, count: object = DEFAULT_COUNT) -> View:
     """The neurons of every harvested layer that fire most on the text: by max, and by max over the dataset max."""
-    messages: list[str] = []
-    ref = _model_ref(context, model, messages)
-    dataset = context.catalog.models[ref.model]
-    loaded = context.models.get(dataset)
+    target = open_target(context, model)
+    ref, dataset, loaded, messages = target.ref, target.dataset, target.model, target.messages
     encoded = encode_text(loaded, text or "")
     messages += truncation_notices([encoded], "Text", token_cap(loaded))
     if len(encoded.token_ids) < 2:
@@ -166,13 +173,11 @@ def json_safe(rows: list[dict]) -> list[dict]:
 def find_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
               direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT, progress: Progress | None = None) -> View:
     """Neurons ranked by how well their max activation separates samples with the feature from samples without."""
-    messages: list[str] = []
-    ref = _model_ref(context, model, messages)
+    target = open_target(context, model)
+    ref, dataset, loaded, messages = target.ref, target.dataset, target.model, target.messages
     if direction not in DIRECTIONS:
         messages.append(f"Unknown direction {direction!r}; using {DIRECTIONS[0]!r}.")
         direction = DIRECTIONS[0]
-    dataset = context.catalog.models[ref.model]
-    loaded = context.models.get(dataset)
     texts, samples = encode_lists(loaded, with_feature, without_feature, messages)
     labels = np.array([sample.label for sample in samples], dtype=bool)
     messages += _balance_notices(labels, FINDER_MIN_PER_SIDE, "finder")
@@ -201,10 +206,8 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
 def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
                progress: Progress | None = None) -> View:
     """Cross-validated accuracy, layer by layer, of a logistic-regression probe on the mean residual stream."""
-    messages: list[str] = []
-    ref = _model_ref(context, model, messages)
-    dataset = context.catalog.models[ref.model]
-    loaded = context.models.get(dataset)
+    target = open_target(context, model)
+    ref, loaded, messages = target.ref, target.model, target.messages
     texts, samples = encode_lists(loaded, with_feature, without_feature, messages)
     labels = np.array([sample.label for sample in samples], dtype=bool)
     messages += _balance_notices(labels, MIN_PER_CLASS, "probe")
