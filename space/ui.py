@@ -163,11 +163,12 @@ def build_blocks(
                     copy_button = gr.Button("Copy link", size="sm", scale=1, elem_id="ns-copy")
                     link_box = gr.Textbox(show_label=False, placeholder="link to this neuron", interactive=False, scale=3, elem_id="ns-link")
                     card_box = gr.Textbox(show_label=False, placeholder="card link for forums", interactive=False, scale=3, elem_id="ns-card")
-                with gr.Row(equal_height=True):
+                with gr.Row():
                     explain_button = gr.Button(
-                        "Explain this neuron", size="sm", scale=1, interactive=explainer.enabled, elem_id="ns-explain"
+                        "Explain this neuron", size="sm", scale=0, min_width=180, interactive=explainer.enabled,
+                        elem_id="ns-explain",
                     )
-                    gr.HTML(explainer.status_html(), scale=6, elem_id="ns-explain-status")
+                    gr.HTML(explainer.status_html(), elem_id="ns-explain-status")
                 explain_notice = gr.HTML(elem_id="ns-explain-notice")
                 explain_result = gr.HTML(elem_id="ns-explain-result")
                 explain_values = gr.JSON(visible=False)

@@ -23,13 +23,14 @@ from huggingface_hub import constants
 from harvest.explain import prompts
 from harvest.explain.backends import InferenceBackend
 from harvest.explain.examples import split_examples
+from harvest.explain.retry import RetryPolicy, call_with_retries
 from harvest.explain.run import ExplainConfig, explain_dataset
 from hub_sync import format as fmt
 from hub_sync.reader import open_dataset
 from hub_sync.synthetic import HOSTILE_EXPLANATIONS, write_synthetic_dataset, write_synthetic_explanations
 from openai_server import Fault, OpenAIServer
 from planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
-from space.explainer import ENABLE_HINT, LiveExplainer, explain_view, settings_from_env
+from space.explainer import ENABLE_HINT, LIVE_POLICY, LiveExplainer, explain_view, settings_from_env
 from space.explanations import Explanation
 from space.render import explanations_html
 from space.server import CONCURRENT_EVENTS, build_app, running
@@ -84,7 +85,7 @@ def served(folders, scripted):
         "off": LiveExplainer.from_env({}),
     }
     with ExitStack() as stack:
-        urls = {name: stack.enter_context(running(build_app(catalog, (), explainer))) for name, explainer in explainers.items()}
+        urls = {name: stack.enter_context(running(build_app(catalog, (), item))) for name, item in explainers.items()}
         yield catalog, {name: Client(url, verbose=False) for name, url in urls.items()}
 
 
@@ -111,51 +112,63 @@ def rank(row: dict) -> float:
     return sum(rescaled) / len(rescaled) if rescaled else -2.0
 
 
+def layer_rows(folder: Path, directory_path, layer: int) -> list[dict]:
+    path = folder / directory_path(layer)
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def all_explanations(folder: Path, layers=range(3)) -> list[tuple[int, dict]]:
+    return [(layer, row) for layer in layers for row in layer_rows(folder, fmt.explanations_path, layer)]
+
+
 def stored(folder: Path, layer: int, neuron: int) -> list[dict]:
     """A neuron's explanation rows, best first (ties: stored order)."""
-    rows = [row for row in pq.read_table(folder / fmt.explanations_path(layer)).to_pylist() if row["neuron"] == neuron]
+    rows = [row for row in layer_rows(folder, fmt.explanations_path, layer) if row["neuron"] == neuron]
     return sorted(rows, key=lambda row: -rank(row))
 
 
+def parsed(keyword: str) -> tuple[str, bool]:
+    """The peak-token key and whether it is a prefix (`pri*`), as the README says."""
+    key = keyword.strip().lower()
+    prefix = len(key) > 1 and key.endswith("*") and bool(key.strip("*"))
+    return (key[:-1] if prefix else key), prefix
+
+
+def peak_matches(tokens: list[str], keyword: str) -> bool:
+    key, prefix = parsed(keyword)
+    return bool(key) and any(t.strip().lower().startswith(key) if prefix else t.strip().lower() == key for t in tokens)
+
+
 def words_match(text: str | None, keyword: str) -> bool:
-    wanted = WORD.findall(keyword.strip().rstrip("*").lower()) if keyword.strip() != "*" else []
-    have = WORD.findall((text or "").lower())
+    """Every word of the keyword is a word of the text; with a trailing *, the last one as a prefix."""
+    key, prefix = parsed(keyword)
+    wanted, have = WORD.findall(key), WORD.findall((text or "").lower())
     if not wanted:
         return False
-    prefix = keyword.strip().endswith("*")
-    return all(word in have for word in wanted[:-1]) and any(
-        word.startswith(wanted[-1]) if prefix else word == wanted[-1] for word in have
-    )
+    last_matches = any(word.startswith(wanted[-1]) if prefix else word == wanted[-1] for word in have)
+    return last_matches and all(word in have for word in wanted[:-1])
+
+
+MATCHED = {(False, False): "", (True, False): "peak token", (False, True): "explanation", (True, True): "both"}
 
 
 def brute_force_search(folders: dict[str, Path], keyword: str, sort: str) -> list[tuple]:
     """(model, layer, neuron, shown explanation, matched, sort value) of every hit, best first."""
     hits = []
     for order, model in enumerate((EXPLAINED, PLAIN, PLANTED)):
-        folder = folders[model]
-        manifest_layers = sorted({int(path.stem.split("_")[1]) for path in (folder / fmt.NEURONS_DIR).glob("*.parquet")})
-        for layer in manifest_layers:
-            neurons = pq.read_table(folder / fmt.neurons_path(layer)).to_pylist()
-            path = folder / fmt.explanations_path(layer)
-            explanations = pq.read_table(path).to_pylist() if path.exists() else []
-            for row in neurons:
+        for layer in range(3):
+            explanations = layer_rows(folders[model], fmt.explanations_path, layer)
+            for row in layer_rows(folders[model], fmt.neurons_path, layer):
                 mine = sorted([e for e in explanations if e["neuron"] == row["neuron"]], key=lambda e: -rank(e))
-                key = keyword.strip().lower()
-                prefix = len(key) > 1 and key.endswith("*") and key.strip("*")
-                key = key[:-1] if prefix else key
-                peak = bool(key) and any(
-                    t.strip().lower().startswith(key) if prefix else t.strip().lower() == key for t in row["peak_tokens"]
-                )
+                peak = peak_matches(row["peak_tokens"], keyword)
                 matching = [e for e in mine if words_match(e["explanation"], keyword)]
                 if keyword.strip() and not peak and not matching:
                     continue
                 shown = (matching or mine or [None])[0]
                 text = "" if shown is None else shown["explanation"] or f"(refused: {shown['refusal']})"
-                matched = {(False, False): "", (True, False): "peak token", (False, True): "explanation"}.get(
-                    (peak, bool(matching)), "both"
-                )
                 value = None if shown is None else shown[sort]
-                hits.append(((value is None, -(value or 0), order, layer, row["neuron"]), (model, layer, row["neuron"], text, matched, value)))
+                hit = (model, layer, row["neuron"], text, MATCHED[peak, bool(matching)], value)
+                hits.append(((value is None, -(value or 0), order, layer, row["neuron"]), hit))
     return [hit for _, hit in sorted(hits)]
 
 
@@ -171,34 +184,29 @@ def test_the_page_shows_every_explanation_best_scored_first_with_scores_and_n(se
             if len(rows) < 2:
                 continue
             page = clients["off"].predict(EXPLAINED, layer, neuron, api_name="/neuron")[4]
-            expected = [escape(r["explanation"]) if r["explanation"] else f"Refused: {escape(r['refusal'])}" for r in rows]
-            assert SHOWN_TEXT.findall(page) == expected
+            texts = [escape(r["explanation"]) if r["explanation"] else f"Refused: {escape(r['refusal'])}" for r in rows]
+            assert SHOWN_TEXT.findall(page) == texts
             for row in rows:
-                assert escape(f"by {row['explainer']} · prompt {row['prompt_version']} · {row['created'].date()}") in page
+                meta = f"by {row['explainer']} · prompt {row['prompt_version']} · {row['created'].date()}"
+                assert escape(meta) in page
                 for name in SCORES:
                     if row[name] is not None:
-                        assert f"{name} <b>{row[name]:.2f}</b> <span class=\"ns-muted\">n={row[f'{name}_n']}</span>" in page
+                        count = f'<span class="ns-muted">n={row[f"{name}_n"]}</span>'
+                        assert f"{name} <b>{row[name]:.2f}</b> {count}" in page
             checked += 1
     assert checked >= 10, "the synthetic explanations should give many neurons two explainers"
 
 
 def test_a_refused_explanation_shows_its_reason(served, folders):
     _, clients = served
-    refused = [
-        (layer, row) for layer in range(3) for row in pq.read_table(folders[EXPLAINED] / fmt.explanations_path(layer)).to_pylist()
-        if row["refusal"] is not None
-    ]
-    layer, row = refused[0]
+    layer, row = next((layer, row) for layer, row in all_explanations(folders[EXPLAINED]) if row["refusal"])
     page = clients["off"].predict(EXPLAINED, layer, row["neuron"], api_name="/neuron")[4]
     assert f"Refused: {escape(row['refusal'])}" in page
 
 
 def test_score_meanings_are_on_hover_and_in_a_legend(served, folders):
     _, clients = served
-    layer, row = next(
-        (layer, row) for layer in range(3) for row in pq.read_table(folders[EXPLAINED] / fmt.explanations_path(layer)).to_pylist()
-        if row["detection"] is not None
-    )
+    layer, row = next((layer, row) for layer, row in all_explanations(folders[EXPLAINED]) if row["detection"])
     page = clients["off"].predict(EXPLAINED, layer, row["neuron"], api_name="/neuron")[4]
     assert re.search(r'<span class="ns-escore" title="detection: balanced accuracy[^"]*0\.5 = chance', page)
     assert "What the scores mean" in page and "rescaled so chance is 0" in page
@@ -246,10 +254,10 @@ def card_description(client: Client, path: str) -> str:
 
 def test_the_short_link_card_quotes_the_best_explanation(served, folders):
     _, clients = served
-    layer, neuron = next(
-        (layer, n) for layer in range(3) for n in range(3, 40) if any(r["explanation"] for r in stored(folders[EXPLAINED], layer, n))
-    )
-    best = next(row["explanation"] for row in stored(folders[EXPLAINED], layer, neuron) if row["explanation"])
+    layer, row = next((layer, row) for layer, row in all_explanations(folders[EXPLAINED]) if row["neuron"] >= 3)
+    neuron = row["neuron"]
+    best = next((row["explanation"] for row in stored(folders[EXPLAINED], layer, neuron) if row["explanation"]), None)
+    assert best is not None, "pick a neuron with a stored explanation"
     assert card_description(clients["off"], f"/n/{EXPLAINED}/{layer}/{neuron}").startswith(f"“{best}” · max ")
     assert card_description(clients["off"], f"/n/{PLAIN}/0/0").startswith("max ")
 
@@ -274,7 +282,9 @@ def same_hits(got: list[tuple], expected: list[tuple]) -> None:
         assert (mine[5] is None) == (theirs[5] is None) and (theirs[5] is None or abs(mine[5] - theirs[5]) < 1e-4)
 
 
-@pytest.mark.parametrize("keyword", ["dog", "DOGS", "colour*", "closing brackets", "Python keywords", "onerror", "nam*"])
+@pytest.mark.parametrize(
+    "keyword", ["dog", "DOGS", "colour*", "closing brackets", "Python keywords", "onerror", "nam*"]
+)
 def test_search_by_explanation_words_matches_a_brute_force_filter(served, folders, keyword):
     _, clients = served
     notice, data = search(clients["off"], keyword, "detection")
@@ -295,7 +305,7 @@ def test_sorting_by_a_score_matches_a_brute_force_sort(served, folders, sort):
 
 def test_a_peak_token_search_is_unchanged_and_says_where_it_matched(served, folders):
     _, clients = served
-    token = pq.read_table(folders[PLAIN] / fmt.neurons_path(0)).to_pylist()[3]["peak_tokens"][0]
+    token = layer_rows(folders[PLAIN], fmt.neurons_path, 0)[3]["peak_tokens"][0]
     _, data = search(clients["off"], token)
     expected = brute_force_search(folders, token, "detection")
     assert {tuple(row[:3]) for row in data} == {hit[:3] for hit in expected}
@@ -307,17 +317,21 @@ def test_a_peak_token_search_is_unchanged_and_says_where_it_matched(served, fold
 # --- explaining live ---
 
 
+def props_by_id(client: Client) -> dict[str, dict]:
+    return {c["props"].get("elem_id"): c["props"] for c in client.config["components"] if c.get("props")}
+
+
 def test_without_configuration_the_button_is_off_and_says_how_to_turn_it_on(served):
     _, clients = served
-    components = {c["props"].get("elem_id"): c["props"] for c in clients["off"].config["components"] if c.get("props")}
+    components = props_by_id(clients["off"])
     assert components["ns-explain"]["interactive"] is False
     assert "NEUROSCOPE_EXPLAINER_URL" in components["ns-explain-status"]["value"]
     assert components["ns-explain-status"]["value"] == f'<div class="ns-notice">{escape(ENABLE_HINT)}</div>'
     notice, html, values = clients["off"].predict(PLANTED, 0, DOG_NEURON, api_name="/explain")
     assert "Explaining live is off" in notice and html == "" and values == {}
-    scripted_props = {c["props"].get("elem_id"): c["props"] for c in clients["scripted"].config["components"] if c.get("props")}
-    assert scripted_props["ns-explain"]["interactive"] is True
-    assert "scripted" in scripted_props["ns-explain-status"]["value"] and "not saved" in scripted_props["ns-explain-status"]["value"]
+    on = props_by_id(clients["scripted"])
+    assert on["ns-explain"]["interactive"] is True
+    assert "scripted" in on["ns-explain-status"]["value"] and "not saved" in on["ns-explain-status"]["value"]
 
 
 def test_explain_runs_one_live_explanation_from_the_stored_examples_and_saves_nothing(served, folders, llm):
@@ -360,7 +374,7 @@ def test_a_refused_live_explanation_says_why(served, llm):
     ("explainer", "fault", "message"),
     [
         ("unreachable", None, "cannot be reached: ConnectError"),
-        ("scripted", Fault.http(429, retry_after=0.1), "rate-limiting requests (429 Too Many Requests), still after 3 tries"),
+        ("scripted", Fault.http(429, retry_after=0.1), "rate-limiting requests (429 Too Many Requests), still after 3"),
         ("scripted", Fault("malformed"), "sent no chat completion in 3 tries"),
         ("scripted", Fault.http(401), "answered 401 Unauthorized: check its key."),
         ("scripted", Fault.http(404), "answered 404 Not Found: see the Space's log."),
@@ -415,7 +429,8 @@ def test_explanations_queue_one_at_a_time_in_their_own_group(served, llm):
         thread.start()
     for thread in threads:
         thread.join()
-    kinds = ["explain" if prompts.EXPLAINER_QUESTION in r.body["messages"][-1]["content"] else "score" for r in llm.requests()]
+    asked = [request.body["messages"][-1]["content"] for request in llm.requests()]
+    kinds = ["explain" if prompts.EXPLAINER_QUESTION in question else "score" for question in asked]
     held_out = len(split_examples(0, 0, catalog_examples(served, 0)).held_out)
     assert kinds == (["explain"] + ["score"] * held_out) * len(neurons)  # one explanation after another
 
@@ -472,3 +487,17 @@ def test_explain_with_the_real_smollm2_gives_what_harvest_explain_stores(smollm2
     assert escape(row["explanation"] or row["refusal"]) in html
     if row["refusal"] is None:  # every scorer ran: the server returns logprobs and the sentence model is installed
         assert all(values[f"{name}_n"] > 0 for name in SCORES)
+
+
+def test_a_live_request_waits_out_a_long_retry_after_only_up_to_its_cap(llm):
+    llm.script(Fault.http(429, retry_after=600))
+    llm.always(Fault("reply", text="the word dog"))
+    backend = InferenceBackend(llm.base_url, "scripted", api_key="none")
+    waited: list[float] = []
+    request = lambda: backend._request([{"role": "user", "content": "hi"}], 5, 0)  # noqa: E731
+    assert call_with_retries(request, LIVE_POLICY, sleep=waited.append).text == "the word dog"
+    assert waited == [LIVE_POLICY.max_retry_after] and LIVE_POLICY.max_retry_after < 600
+    waited.clear()
+    llm.script(Fault.http(429, retry_after=600))
+    assert call_with_retries(request, RetryPolicy(), sleep=waited.append).text == "the word dog"
+    assert waited == [600.0]  # the CLI's default policy waits as the server asks
