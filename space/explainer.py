@@ -148,8 +148,8 @@ class LiveExplainer:
         return self._backend is not None
 
     def status_html(self) -> str:
-        if self.settings is None or self._backend is None:
-            return message_html([self.off_reason])
+        if self.settings is None or self._backend is None:  # a quiet line: most deployments leave it off
+            return f'<p class="ns-muted">{escape(self.off_reason, quote=True)}</p>'
         who = escape(f"{self._backend.name} ({self.settings.where})", quote=True)
         return (
             f'<p class="ns-muted">Explains with {who}: one explanation from the neuron\'s stored top examples, scored '

@@ -25,17 +25,17 @@ WORD_SPLIT = r"[^\p{L}\p{N}\p{M}]+"
 NO_EXPLANATION = -1
 
 
-def words_of(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def words_of(texts: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """Every word of every text (nulls have none), and the index of the text each came from."""
     lists = pc.split_pattern_regex(pc.utf8_lower(texts), WORD_SPLIT)
     words = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists)
     kept = pc.not_equal(words, "")
-    return words.filter(kept), parents.filter(kept).to_numpy()
+    return words.filter(kept).combine_chunks(), parents.filter(kept).to_numpy()
 
 
 def keyword_words(key: str) -> list[str]:
-    return words_of(pa.array([key]))[0].to_pylist()
+    return words_of(pa.chunked_array([[key]]))[0].to_pylist()
 
 
 @dataclass(frozen=True)
@@ -43,22 +43,21 @@ class ExplainedLayer:
     """One layer's explanations table, and the search row of the neuron each of its rows explains."""
 
     table: pa.Table
-    rows: np.ndarray
+    rows: np.ndarray  # int32
 
 
 class ExplanationIndex:
     """Explanation ids (their order here) by word, in CSR layout, and each search row's headline explanation."""
 
     def __init__(self, layers: list[ExplainedLayer], n_rows: int):
+        # The columns stay the reader's (cached) chunks: concat_tables copies nothing.
         table = pa.concat_tables([layer.table for layer in layers]) if layers else fmt.EXPLANATION_SCHEMA.empty_table()
-        self._parents = np.concatenate([np.zeros(0, dtype=np.int64)] + [layer.rows for layer in layers])
-        self._texts = table.column("explanation").combine_chunks()
-        self._refusals = table.column("refusal").combine_chunks()
-        self._scores = {
-            name: table.column(name).to_numpy().astype(np.float64) for name in fmt.EXPLANATION_SCORES
-        }  # NaN where null
-        self._ranks = rank_keys(self._scores, self._refusals.is_valid().to_numpy(zero_copy_only=False))
-        self.headline = np.full(n_rows, NO_EXPLANATION, dtype=np.int64)
+        self._parents = np.concatenate([np.zeros(0, dtype=np.int32)] + [layer.rows for layer in layers])
+        self._texts = table.column("explanation")
+        self._refusals = table.column("refusal")
+        self._scores = {name: table.column(name).to_numpy() for name in fmt.EXPLANATION_SCORES}  # float32, NaN: null
+        self._ranks = rank_keys(self._scores, pc.is_valid(self._refusals).to_numpy())
+        self.headline = np.full(n_rows, NO_EXPLANATION, dtype=np.int32)
         rows, best = self._best_per_row(np.arange(table.num_rows))
         self.headline[rows] = best
         self._index_words()
@@ -71,8 +70,12 @@ class ExplanationIndex:
         words, explanation_ids = words_of(self._texts)
         encoded = pc.dictionary_encode(words)
         vocabulary = encoded.dictionary.to_pylist()
-        pairs = np.unique(encoded.indices.to_numpy().astype(np.int64) * max(1, self.size) + explanation_ids)
-        word_ids, self._postings = np.divmod(pairs, max(1, self.size))  # each explanation once per word, in order
+        word_ids = encoded.indices.to_numpy()
+        order = np.argsort(word_ids, kind="stable")  # by word, then explanation (words_of keeps the texts' order)
+        word_ids, explanation_ids = word_ids[order], explanation_ids[order]
+        first = np.ones(len(order), dtype=bool)  # each explanation once per word, though it says the word twice
+        first[1:] = (word_ids[1:] != word_ids[:-1]) | (explanation_ids[1:] != explanation_ids[:-1])
+        word_ids, self._postings = word_ids[first], explanation_ids[first].astype(np.int32)
         self._word_ids = {word: index for index, word in enumerate(vocabulary)}
         self._sorted_words = sorted(vocabulary)
         self._starts = np.concatenate([[0], np.cumsum(np.bincount(word_ids, minlength=len(vocabulary)))])
@@ -92,13 +95,13 @@ class ExplanationIndex:
         else:
             ids = [self._word_ids[word]] if word in self._word_ids else []
         spans = [self._postings[self._starts[i] : self._starts[i + 1]] for i in ids]
-        return np.unique(np.concatenate(spans)) if spans else np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(spans)) if spans else np.zeros(0, dtype=np.int32)
 
     def matching(self, keyword: Keyword) -> tuple[np.ndarray, np.ndarray]:
         """Search rows with an explanation holding every word of the keyword, and the best such explanation of each."""
         words = keyword_words(keyword.key)
         if not words:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
         found = self._with_word(words[0], keyword.prefix and len(words) == 1)
         for position, word in enumerate(words[1:], start=2):
             found = np.intersect1d(found, self._with_word(word, keyword.prefix and position == len(words)))

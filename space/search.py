@@ -113,7 +113,7 @@ class SearchIndex:
         except DatasetError as error:
             self.problems.append(f"Search skips the explanations of {name!r} layer {layer}: {error}")
             return []
-        return [ExplainedLayer(table, table.column("neuron").to_numpy().astype(np.int64) + base)]
+        return [ExplainedLayer(table, table.column("neuron").to_numpy() + np.int32(base))]
 
     @property
     def size(self) -> int:

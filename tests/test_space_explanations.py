@@ -326,7 +326,7 @@ def test_without_configuration_the_button_is_off_and_says_how_to_turn_it_on(serv
     components = props_by_id(clients["off"])
     assert components["ns-explain"]["interactive"] is False
     assert "NEUROSCOPE_EXPLAINER_URL" in components["ns-explain-status"]["value"]
-    assert components["ns-explain-status"]["value"] == f'<div class="ns-notice">{escape(ENABLE_HINT)}</div>'
+    assert components["ns-explain-status"]["value"] == f'<p class="ns-muted">{escape(ENABLE_HINT)}</p>'
     notice, html, values = clients["off"].predict(PLANTED, 0, DOG_NEURON, api_name="/explain")
     assert "Explaining live is off" in notice and html == "" and values == {}
     on = props_by_id(clients["scripted"])
