@@ -132,9 +132,8 @@ def explanations(catalog, rng: random.Random) -> dict[str, float]:
     dataset = next(iter(catalog.models.values()))
     tables = {layer: dataset.explanations(layer) for layer in dataset.explanation_layers}
     # one model whose layers 0..47 hold D_MLP rows each: a neuron's search row is layer * D_MLP + neuron
-    layers = [
-        ExplainedLayer(table, table.column("neuron").to_numpy() + np.int32(layer * D_MLP)) for layer, table in tables.items()
-    ]
+    rows = {layer: table.column("neuron").to_numpy() + np.int32(layer * D_MLP) for layer, table in tables.items()}
+    layers = [ExplainedLayer(table, rows[layer]) for layer, table in tables.items()]
     started = time.perf_counter()
     ExplanationIndex(layers, index.size)
     half_s = time.perf_counter() - started
