@@ -238,8 +238,8 @@ def make_backend(
     policy: RetryPolicy = DEFAULT_POLICY,
     environ: Mapping[str, str] = os.environ,
 ) -> ChatBackend:
-    """The explainer that a URL, a model name and the name of a key variable say: the CLI's --explainer-url, --explainer-model and
-    --api-key-env, and the Space's NEUROSCOPE_EXPLAINER_URL, _MODEL and _KEY_ENV, both through here.
+    """The explainer named by a URL, a model and the variable holding the key: the CLI's --explainer-url,
+    --explainer-model and --api-key-env, and the Space's NEUROSCOPE_EXPLAINER_URL, _MODEL and _KEY_ENV, alike.
 
     No URL: `model` (a local folder, default SmolLM2) in this process. `hf` or `hf:PROVIDER`: Hugging Face Inference
     Providers, with the key from `key_env` (default HF_TOKEN). Any other URL: an OpenAI-compatible server, with the key
