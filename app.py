@@ -15,6 +15,7 @@ from concurrent.futures import Future
 # glibc malloc returns freed Parquet buffers to the system; Arrow's default pool keeps them (RSS +25%).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
+from space.explainer import LiveExplainer
 from space.live.ui import live_tabs
 from space.server import build_app, serve
 from space.sources import Unavailable, open_sources, sources_from_env
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr)
     catalog.index_build.add_done_callback(report_index_problems)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
-    serve(build_app(catalog, live_tabs()), args.host, args.port)
+    serve(build_app(catalog, live_tabs(), LiveExplainer.from_env()), args.host, args.port)
     return 0
 
 

@@ -1,8 +1,12 @@
 """Benchmark the Space on a GPT-2-XL-sized synthetic store (48 layers x 6400 neurons = 307,200 neurons).
 
 Measures, against baselines run in the same process:
-- neuron page latency (server side: ranged read + HTML) vs. reading the neuron from the whole layer file;
+- neuron page latency (server side: ranged read + HTML, explanations included) vs. reading the neuron from the whole
+  layer file;
 - search latency (prebuilt index) vs. a vectorised scan of every neuron table;
+- explanations (synthetic, format 1.1: two explainers, 80% and 40% of the neurons): the index build with and without
+  its explanation half, search by explanation words and sorting by score vs. a vectorised regex scan of every
+  explanations table;
 - cold start of `python app.py` to the first page served through gradio_client, and the server's RSS;
 - concurrent gradio_client users for a bounded time: requests, errors, p50/p95.
 
@@ -15,6 +19,7 @@ import argparse
 import os
 import platform
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -25,6 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as app.py does, before pyarrow loads
 
+import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -33,12 +39,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hub_sync import format as fmt  # noqa: E402
-from hub_sync.synthetic import write_synthetic_dataset  # noqa: E402
+from hub_sync.synthetic import write_synthetic_dataset, write_synthetic_explanations  # noqa: E402
+from space.explanation_search import WORD_SPLIT, ExplainedLayer, ExplanationIndex  # noqa: E402
+from space.search import SearchIndex  # noqa: E402
 from space.sources import open_sources  # noqa: E402
 from space.views import neuron_view, search_view  # noqa: E402
 
 N_LAYERS, D_MLP, WINDOW, TOP_K, RANDOM_K, D_VOCAB = 48, 6400, 64, 20, 10, 50257
-TARGETS = {"page p50 ms": 30, "search p50 ms": 100, "cold start s": 10, "RSS MB": 1024}
+TARGETS = {
+    "page p50 ms": 30, "search p50 ms": 100, "explanation search p50 ms": 100, "cold start s": 10, "RSS MB": 1024,
+}
+EXTRA_WORDS = 5000  # the explanations' vocabulary beyond the real words: w0..w4999 (some are also peak tokens)
 
 
 def machine() -> str:
@@ -59,6 +70,16 @@ def ensure_store(store: Path) -> Path:
         d_vocab=D_VOCAB, name="synthetic/gpt2-xl-sized", share_layer_content=True,
     )
     print(f"wrote store in {time.perf_counter() - started:.0f} s")
+    return store
+
+
+def ensure_explanations(store: Path) -> Path:
+    """Add the synthetic explanations once (the manifest then declares format 1.1)."""
+    if (store / fmt.explanations_path(0)).exists():
+        return store
+    started = time.perf_counter()
+    write_synthetic_explanations(store, extra_words=EXTRA_WORDS)
+    print(f"wrote explanations in {time.perf_counter() - started:.0f} s")
     return store
 
 
@@ -93,6 +114,47 @@ def naive_search(catalog, keyword: str) -> None:
             pc.unique(pc.filter(parents, pc.equal(flat, key)))
 
 
+def naive_explanation_search(catalog, word: str) -> None:
+    """Baseline: scan every explanations table for the word (vectorised regex over lower-cased text, no index)."""
+    pattern = f"(^|{WORD_SPLIT}){re.escape(word)}($|{WORD_SPLIT})"
+    for dataset in catalog.models.values():
+        for layer in dataset.explanation_layers:
+            table = dataset.explanations(layer)
+            found = pc.match_substring_regex(pc.utf8_lower(table.column("explanation")), pattern)
+            pc.unique(table.column("neuron").filter(pc.fill_null(found, False)))
+
+
+def explanations(catalog, rng: random.Random) -> dict[str, float]:
+    """The index build with and without explanations (tables already in memory), and searches that use them."""
+    started = time.perf_counter()
+    index = SearchIndex(catalog.models)
+    whole_s = time.perf_counter() - started
+    dataset = next(iter(catalog.models.values()))
+    tables = {layer: dataset.explanations(layer) for layer in dataset.explanation_layers}
+    # one model whose layers 0..47 hold D_MLP rows each: a neuron's search row is layer * D_MLP + neuron
+    rows = {layer: table.column("neuron").to_numpy() + np.int32(layer * D_MLP) for layer, table in tables.items()}
+    layers = [ExplainedLayer(table, rows[layer]) for layer, table in tables.items()]
+    started = time.perf_counter()
+    ExplanationIndex(layers, index.size)
+    half_s = time.perf_counter() - started
+    print(f"search index over {index.size:,} neurons and {index.explanations.size:,} explanations: {whole_s:.2f} s, "
+          f"of which the explanation half {half_s:.2f} s (peak tokens alone: {whole_s - half_s:.2f} s, "
+          f"x{whole_s / max(whole_s - half_s, 1e-9):.2f} with explanations)")
+    words = [(f"w{rng.randrange(EXTRA_WORDS)}",) for _ in range(60)]
+    words += [("dog",), ("colour*",), ("closing brackets",)] * 10
+    search = timed(lambda keyword: search_view(catalog, keyword, None, None, None, "max"), words)
+    naive = timed(lambda keyword: naive_explanation_search(catalog, keyword.rstrip("*")), words[:10])
+    keywords = ("", "dog", f"w{rng.randrange(EXTRA_WORDS)}")
+    sorts = [(sort, keyword) for sort in fmt.EXPLANATION_SCORES for keyword in keywords]
+    by_score = timed(lambda sort, keyword: search_view(catalog, keyword, None, None, None, sort), sorts * 4)
+    search_p50, search_p95 = percentiles(search)
+    sort_p50, sort_p95 = percentiles(by_score)
+    print(f"search by explanation words: p50 {search_p50:.1f} ms, p95 {search_p95:.1f} ms over {len(search)} keywords "
+          f"(baseline regex scan p50 {percentiles(naive)[0]:.0f} ms: x{percentiles(naive)[0] / search_p50:.1f} faster)")
+    print(f"sorted by a score (no keyword, a word, a synthetic word): p50 {sort_p50:.1f} ms, p95 {sort_p95:.1f} ms")
+    return {"explanation search p50 ms": search_p50}
+
+
 def in_process(store: Path, rng: random.Random) -> dict[str, float]:
     started = time.perf_counter()
     catalog = open_sources([str(store)])
@@ -114,7 +176,7 @@ def in_process(store: Path, rng: random.Random) -> dict[str, float]:
           f"(baseline whole-layer read p50 {percentiles(naive_page)[0]:.0f} ms: x{percentiles(naive_page)[0] / page_p50:.0f} faster)")
     print(f"search: p50 {search_p50:.1f} ms, p95 {search_p95:.1f} ms over {len(search)} keywords "
           f"(baseline scan p50 {percentiles(naive)[0]:.0f} ms: x{percentiles(naive)[0] / search_p50:.1f} faster)")
-    return {"page p50 ms": page_p50, "search p50 ms": search_p50}
+    return {"page p50 ms": page_p50, "search p50 ms": search_p50, **explanations(catalog, rng)}
 
 
 def free_port() -> int:
@@ -195,7 +257,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    store = ensure_store(args.store)
+    store = ensure_explanations(ensure_store(args.store))
     rng = random.Random(0)
     results = in_process(store, rng)
     process, url, cold_s = start_app(store)

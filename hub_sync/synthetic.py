@@ -2,12 +2,14 @@
 
 Its numbers are random but well-formed: every neuron has exactly its k examples of each kind and
 statistics consistent with them. With `hostile=True` token strings carry HTML payloads, the way an
-untrusted dataset could.
+untrusted dataset could. `write_synthetic_explanations` adds format 1.1's explanations: random phrases of real
+words, random scores (some null), some refused, optionally hostile.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from hub_sync import format as fmt
-from hub_sync.manifest import CorpusInfo, HarvestInfo, Manifest, ModelInfo
+from hub_sync.manifest import CorpusInfo, ExplanationRun, HarvestInfo, Manifest, ModelInfo
 from hub_sync.writer import (
     LayerExamples,
     LayerNeurons,
     finish_dataset,
     neurons_table,
+    write_explanations,
     write_layer,
     write_parquet,
 )
@@ -35,6 +38,20 @@ HOSTILE_TOKENS = [
     " ",
     "\t",
 ]
+
+
+HOSTILE_EXPLANATIONS = [
+    '<img src=x onerror="window.__pwned=1"> fires on images',
+    "<script>window.__pwned = 1</script> script tags",
+    "\"'&amp;<b>bold</b> quotes & ampersands",
+]
+EXPLANATION_WORDS = [  # real words, some in two forms or cases
+    "the", "word", "dog", "Dogs", "cats", "colour", "colours", "red", "blue", "numbers", "years", "dates", "closing",
+    "brackets", "Python", "keywords", "def", "return", "plural", "nouns", "after", "verbs", "in", "code", "comments",
+    "questions", "names", "of", "cities", "French", "text", "URLs", "emails", "end", "lists",
+]
+SYNTHETIC_EXPLAINERS = ("synthetic/explainer-a", "synthetic/explainer-b")
+REFUSALS = ("empty explanation", "leaks the prompt ('<<')", "never fired: no positive activation in its top examples")
 
 
 def synthetic_vocab(size: int, hostile: bool = False) -> np.ndarray:
@@ -153,4 +170,78 @@ def write_synthetic_dataset(
             neurons, examples = synthetic_layer(d_mlp, window, top_k, random_k, bottom_k, d_vocab, rng)
         write_layer(out, layer, neurons, examples, vocab, window)
     finish_dataset(out, synthetic_manifest(name, n_layers, d_mlp, window, top_k, random_k, bottom_k, d_vocab))
+    return out
+
+
+def _synthetic_explanation(
+    layer: int, neuron: int, explainer: str, text: str, refusal: str | None, rng: np.random.Generator
+) -> dict:
+    row = {
+        "layer": layer,
+        "neuron": neuron,
+        "explainer": explainer,
+        "prompt_version": "neuroscope-1",
+        "explanation": None if refusal else text,
+        "refusal": refusal,
+        "created": dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=layer),
+    }
+    for name in fmt.EXPLANATION_SCORES:
+        low, high = fmt.SCORE_RANGES[name]
+        computed = refusal is None and (name != "simulation" or rng.random() < 0.5)
+        row[name] = float(rng.uniform(low, high)) if computed else None
+        row[f"{name}_n"] = int(rng.integers(5, 40)) if computed else 0
+    return row
+
+
+def synthetic_explanation_rows(
+    layer: int, d_mlp: int, rng: np.random.Generator, explainers: tuple[str, ...], extra_words: int, hostile: bool
+) -> list[dict]:
+    """Explainer i explains a random share 0.8/(i+1) of the neurons; a tenth are refused; simulation is often null.
+    With `hostile`, the first explainer's first neurons carry HOSTILE_EXPLANATIONS."""
+    vocabulary = EXPLANATION_WORDS + [f"w{i}" for i in range(extra_words)]
+    rows = []
+    for number, explainer in enumerate(explainers):
+        chosen = rng.random(d_mlp) < 0.8 / (number + 1)
+        chosen[: len(HOSTILE_EXPLANATIONS)] |= hostile and number == 0
+        for neuron in np.flatnonzero(chosen).tolist():
+            text = " ".join(rng.choice(vocabulary, size=int(rng.integers(2, 8))).tolist())
+            refusal = str(rng.choice(REFUSALS)) if rng.random() < 0.1 else None
+            if hostile and number == 0 and neuron < len(HOSTILE_EXPLANATIONS):
+                text, refusal = HOSTILE_EXPLANATIONS[neuron], None
+            rows.append(_synthetic_explanation(layer, neuron, explainer, text, refusal, rng))
+    return rows
+
+
+def write_synthetic_explanations(
+    out_dir: str | os.PathLike,
+    explainers: tuple[str, ...] = SYNTHETIC_EXPLAINERS,
+    extra_words: int = 0,
+    hostile: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Add explanations of every harvested layer to a dataset folder (format 1.1), as `harvest explain` would;
+    `extra_words` synthetic words (w0, w1, ...) join the real ones, for a realistic vocabulary at scale."""
+    out = Path(out_dir)
+    manifest = Manifest.from_json(json.loads((out / fmt.MANIFEST_FILE).read_text(encoding="utf-8")))
+    rng = np.random.default_rng(seed)
+    layers = manifest.harvest.layers
+    written: list[dict] = []
+    for layer in layers:
+        rows = synthetic_explanation_rows(layer, manifest.model.d_mlp, rng, explainers, extra_words, hostile)
+        write_explanations(out, layer, rows)
+        written += [{"explainer": row["explainer"], "refused": row["refusal"] is not None} for row in rows]
+    for explainer in explainers:
+        mine = [row for row in written if row["explainer"] == explainer]
+        run = ExplanationRun(
+            explainer=explainer,
+            prompt_version="neuroscope-1",
+            scorers=list(fmt.EXPLANATION_SCORES),
+            layers=layers,
+            neurons=len(mine),
+            refused=sum(row["refused"] for row in mine),
+            started="2026-05-01T00:00:00+00:00",
+            finished="2026-05-01T01:00:00+00:00",
+        )
+        manifest = manifest.with_explanation_run(layers, run)
+    finish_dataset(out, manifest)
     return out

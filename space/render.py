@@ -12,6 +12,7 @@ import numpy as np
 
 from hub_sync import format as fmt
 from hub_sync.records import Example, NeuronRecord, NeuronStats
+from space.explanations import SCORE_MEANINGS, Explanation, ScoreValue, best_first
 from space.plots import histogram_svg, logit_bars_html
 from space.text import visible_token
 
@@ -105,14 +106,60 @@ def peak_tokens_html(stats: NeuronStats) -> str:
     return f'<div class="ns-chips"><span class="ns-muted">Peaks on</span> {chips}</div>'
 
 
-def neuron_page_html(model: str, record: NeuronRecord, edges: list[float]) -> str:
-    """The whole neuron page body: title, stats, peak tokens, histogram, logit effects, examples."""
+def _score_html(name: str, score: ScoreValue) -> str:
+    value = "undefined" if score.value is None else f"{score.value:.2f}"
+    meaning = escape(f"{name}: {SCORE_MEANINGS[name]}", quote=True)
+    count = f'<span class="ns-muted">n={score.n}</span>'
+    return f'<span class="ns-escore" title="{meaning}">{name} <b>{value}</b> {count}</span>'
+
+
+def explanation_html(item: Explanation) -> str:
+    """Its text (or why it was refused), its computed scores with their n, and who wrote it with which prompt, when."""
+    if item.refusal is not None:
+        text = f'<p class="ns-expl-text ns-refused">Refused: {escape(item.refusal, quote=True)}</p>'
+    else:
+        text = f'<p class="ns-expl-text">{escape(item.explanation or "", quote=True)}</p>'
+    computed = [(name, score) for name, score in item.scores.items() if score.value is not None or score.n > 0]
+    scores = "".join(_score_html(name, score) for name, score in computed)
+    meta = escape(f"by {item.explainer} · prompt {item.prompt_version} · {item.created}", quote=True)
+    return (
+        f'<div class="ns-expl">{text}<div class="ns-expl-meta">{scores}<span class="ns-muted">{meta}</span></div></div>'
+    )
+
+
+def score_legend_html() -> str:
+    meanings = "".join(f"<li><b>{name}</b>: {escape(text)}</li>" for name, text in SCORE_MEANINGS.items())
+    return (
+        '<details class="ns-legend"><summary class="ns-muted">What the scores mean</summary>'
+        f"<ul>{meanings}</ul><p class=\"ns-muted\">Each is measured on held-out examples the explainer never saw. "
+        "Several explanations are ordered by the mean of their scores, each rescaled so chance is 0 and perfect "
+        "is 1.</p></details>"
+    )
+
+
+def explanations_html(explanations: list[Explanation] | None) -> str:
+    """The page's explanations, best-scored first; None (a format 1.0 dataset) shows nothing."""
+    if explanations is None:
+        return ""
+    if not explanations:
+        return '<div class="ns-expls"><p class="ns-muted">No explanation of this neuron is stored yet.</p></div>'
+    items = "".join(explanation_html(item) for item in best_first(explanations))
+    count = f' <span class="ns-muted">({len(explanations)}, best-scored first)</span>' if len(explanations) > 1 else ""
+    heading = f"Explanation{'s' if len(explanations) > 1 else ''}{count}"
+    return f'<div class="ns-expls"><h3>{heading}</h3>{items}{score_legend_html()}</div>'
+
+
+def neuron_page_html(
+    model: str, record: NeuronRecord, edges: list[float], explanations: list[Explanation] | None = None
+) -> str:
+    """The whole neuron page body: title, explanations, stats, peak tokens, histogram, logit effects, examples."""
     stats = record.stats
     title = escape(f"{model} · layer {record.layer} · neuron {record.neuron}", quote=True)
     promotes = logit_bars_html(stats.logit_top_tokens, stats.logit_top_values, "ns-pos")
     suppresses = logit_bars_html(stats.logit_bottom_tokens, stats.logit_bottom_values, "ns-neg")
     return (
-        f'<div class="ns-page"><h2 class="ns-title">{title}</h2>{stats_html(stats)}{peak_tokens_html(stats)}'
+        f'<div class="ns-page"><h2 class="ns-title">{title}</h2>{explanations_html(explanations)}'
+        f"{stats_html(stats)}{peak_tokens_html(stats)}"
         f'<div class="ns-columns"><div><h3>Activation histogram</h3>{histogram_svg(stats.histogram, edges)}</div>'
         f'<div><h3>Logit effects</h3><div class="ns-logits">'
         f"<div><h4>promotes</h4>{promotes}</div><div><h4>suppresses</h4>{suppresses}</div>"
@@ -154,6 +201,15 @@ PAGE_CSS = """
 .ns-full { padding: .4em 0 .4em 4.1em; }
 .ns-text .t { border-radius: 2px; }
 .ns-text .pk { outline: 1.5px solid rgba(200,60,0,.9); }
+.ns-expls { margin: 0 0 .8em 0; }
+.ns-expl { padding: .35em .7em; margin: .3em 0; border-left: 3px solid rgba(255,112,0,.7); border-radius: 4px;
+  background: rgba(255,112,0,.06); }
+.ns-expl-text { margin: 0 0 .2em 0; font-size: 1.05em; white-space: pre-wrap; word-break: break-word; }
+.ns-expl-text.ns-refused { font-style: italic; opacity: .75; }
+.ns-expl-meta { display: flex; flex-wrap: wrap; gap: .3em .8em; font-size: .85em; align-items: baseline; }
+.ns-escore { cursor: help; font-variant-numeric: tabular-nums; }
+.ns-legend { font-size: .85em; margin-top: .3em; }
+.ns-legend summary { cursor: pointer; }
 .ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12); border-radius: 4px; }
 """ + "".join(
     f".ns-text .p{step} {{ background: rgba({POSITIVE_RGB},{step / SHADES:.1f}); }}\n"

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from space.explainer import LiveExplainer
 from space.render import PAGE_CSS
 from space.shortlinks import short_link_router
 from space.sources import Catalog
@@ -37,9 +38,11 @@ class QueryLimit:
         await self.app(scope, receive, send)
 
 
-def build_app(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> FastAPI:
+def build_app(
+    catalog: Catalog, extra_tabs: Sequence[ExtraTab] = (), explainer: LiveExplainer | None = None
+) -> FastAPI:
     """FastAPI app: short-link routes first, then Gradio at the root (Gradio 6 takes css/theme at mount)."""
-    blocks = build_blocks(catalog, extra_tabs)
+    blocks = build_blocks(catalog, extra_tabs, explainer)
     blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS)
     app = FastAPI(title="Neuroscope Hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(QueryLimit)

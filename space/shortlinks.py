@@ -18,12 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from hub_sync.reader import DatasetError
+from space.explanations import best_first
 from space.links import NeuronRef, resolve
 from space.preview import neuron_card_png
 from space.sources import Catalog
 from space.text import visible_token
-from space.views import unreadable_notice
-
+from space.views import stored_explanations, unreadable_notice
 
 SPACE_HOST_ENV = "SPACE_HOST"  # set by Hugging Face Spaces: the Space's public host, e.g. owner-name.hf.space
 SCHEMES = ("http", "https")
@@ -63,6 +63,13 @@ def card_text(catalog: Catalog, ref: NeuronRef) -> tuple[str, str]:
     title = card_title(ref)
     description = f"max {stats.max:.3g} · density {100 * stats.density:.3g}% · peaks on {peaks or 'nothing'}"
     return title, description
+
+
+def card_explanation(catalog: Catalog, ref: NeuronRef) -> str:
+    """The neuron's best-scored explanation, quoted, for the card's description; "" when it has none."""
+    explanations, _ = stored_explanations(catalog.models[ref.model], ref.layer, ref.neuron)
+    texts = [item.explanation for item in best_first(explanations or []) if item.explanation]
+    return f"“{texts[0]}” · " if texts else ""
 
 
 def card_html(title: str, description: str, image_url: str, app_url: str, redirect: str, notes: list[str]) -> str:
@@ -122,6 +129,7 @@ def short_link_router(catalog: Catalog) -> APIRouter:
             return HTMLResponse(page, status_code=404)
         try:
             title, description = card_text(catalog, ref)
+            description = card_explanation(catalog, ref) + description
         except DatasetError as error:
             title, description = card_title(ref), unreadable_notice(error)
             messages = [*messages, description]

@@ -14,13 +14,26 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from space.explainer import LiveExplainer, explain_view
 from space.links import resolve_query
 from space.render import message_html
 from space.search import SORT_KEYS
 from space.sources import Catalog
-from space.views import RESULT_COLUMNS, NeuronView, neuron_view, page_for, random_view, search_view, stepped_view
+from space.views import (
+    RESULT_COLUMNS,
+    RESULT_TYPES,
+    NeuronView,
+    neuron_view,
+    page_for,
+    random_view,
+    search_view,
+    stepped_view,
+)
 
 HUB_ORIGIN = "https://huggingface.co"
+# The live explanation queues in its own group, one at a time: each is many requests to a paid or shared server.
+EXPLAIN_EVENTS = {"concurrency_id": "explain", "concurrency_limit": 1}
+CLEAR_TWO_JS = "() => ['', '']"
 
 
 def url_update_js(set_keys: Sequence[str], drop_keys: Sequence[str] = ()) -> str:
@@ -86,14 +99,18 @@ def _neuron_outputs(view: NeuronView) -> tuple:
     return view.ref.model, view.ref.layer, view.ref.neuron, view.notice, view.page
 
 
-def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Blocks:
-    """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search.
+def build_blocks(
+    catalog: Catalog, extra_tabs: Sequence[ExtraTab] = (), explainer: LiveExplainer | None = None
+) -> gr.Blocks:
+    """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search; `explainer` (default: off)
+    runs the Neuron tab's "Explain this neuron".
 
     Number boxes keep Gradio's precision unset: precision=0 would round 3.5 to 4 before the views see it,
     and the views apply the one number rule (space.links.parse_int) with a message instead."""
     names = catalog.model_names
     all_layers = [layer for dataset in catalog.models.values() for layer in dataset.layers]
     rng = random.Random()
+    explainer = explainer or LiveExplainer(None)
 
     def show_neuron(model: str | None, layer: int | None, neuron: int | None):
         return _neuron_outputs(neuron_view(catalog, model, layer, neuron))
@@ -109,6 +126,9 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
 
     def search(keyword: str, models: list[str] | None, layer_min: int | None, layer_max: int | None, sort: str):
         return search_view(catalog, keyword, models, layer_min, layer_max, sort)
+
+    def explain(model: str | None, layer: int | None, neuron: int | None):
+        return explain_view(catalog, explainer, model, layer, neuron)
 
     def open_result(results: pd.DataFrame, event: gr.SelectData):
         model, layer, neuron = event.row_value[:3] if event.row_value else (None, None, None)
@@ -143,18 +163,34 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
                     copy_button = gr.Button("Copy link", size="sm", scale=1, elem_id="ns-copy")
                     link_box = gr.Textbox(show_label=False, placeholder="link to this neuron", interactive=False, scale=3, elem_id="ns-link")
                     card_box = gr.Textbox(show_label=False, placeholder="card link for forums", interactive=False, scale=3, elem_id="ns-card")
+                with gr.Row():
+                    explain_button = gr.Button(
+                        "Explain this neuron", size="sm", scale=0, min_width=180, interactive=explainer.enabled,
+                        elem_id="ns-explain",
+                    )
+                    gr.HTML(explainer.status_html(), elem_id="ns-explain-status")
+                explain_notice = gr.HTML(elem_id="ns-explain-notice")
+                explain_result = gr.HTML(elem_id="ns-explain-result")
+                explain_values = gr.JSON(visible=False)
                 notice = gr.HTML(elem_id="ns-notice")
                 page = gr.HTML(elem_id="ns-page")
             with gr.Tab("Search", id="search"):
                 with gr.Row():
-                    keyword_box = gr.Textbox(label="Peak token", placeholder="e.g. the, def, ( or pri* for every token starting with pri", scale=3, elem_id="ns-q")
+                    keyword_box = gr.Textbox(
+                        label="Peak token or explanation words",
+                        placeholder="e.g. the, def, (, dog, or pri* for every token or word starting with pri",
+                        scale=3,
+                        elem_id="ns-q",
+                    )
                     models_filter = gr.Dropdown(names, multiselect=True, label="Models (all if empty)", scale=2)
                     layer_min = gr.Number(min(all_layers, default=0), label="From layer", scale=1)
                     layer_max = gr.Number(max(all_layers, default=0), label="To layer", scale=1)
                     sort_box = gr.Radio(list(SORT_KEYS), value="max", label="Sort by", scale=2)
                 search_button = gr.Button("Search", variant="primary", size="sm", elem_id="ns-search")
                 search_notice = gr.HTML(elem_id="ns-search-notice")
-                results = gr.Dataframe(headers=RESULT_COLUMNS, datatype=["str", "number", "number", "str", "number", "number", "number", "number"], interactive=False, wrap=True, elem_id="ns-results")
+                results = gr.Dataframe(
+                    headers=RESULT_COLUMNS, datatype=RESULT_TYPES, interactive=False, wrap=True, elem_id="ns-results"
+                )
             controls = NeuronControls(blocks, model_box, layer_box, neuron_box)
             for tab in extra_tabs:
                 with gr.Tab(tab.title, id=tab.id):
@@ -176,7 +212,10 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
             visibility = "public" if api_name else "private"
             trigger(fn, inputs, neuron_outputs, api_name=api_name or None, api_visibility=visibility).then(
                 None, here, None, js=neuron_url_js
-            )
+            ).then(None, None, [explain_notice, explain_result], js=CLEAR_TWO_JS)
+        explain_button.click(
+            explain, here, [explain_notice, explain_result, explain_values], api_name="explain", **EXPLAIN_EVENTS
+        )
         search_inputs = [keyword_box, models_filter, layer_min, layer_max, sort_box]
         for trigger, api_name in ((search_button.click, "search"), (keyword_box.submit, None)):
             trigger(search, search_inputs, [search_notice, results], api_name=api_name, api_visibility="public" if api_name else "private").then(
@@ -184,7 +223,7 @@ def build_blocks(catalog: Catalog, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Bl
             )
         results.select(open_result, [results], [*neuron_outputs, tabs], api_visibility="private").then(
             None, here, None, js=neuron_url_js
-        )
+        ).then(None, None, [explain_notice, explain_result], js=CLEAR_TWO_JS)
         copy_button.click(None, here, [link_box, card_box], js=COPY_LINK_JS)
         blocks.load(
             open_link, None, [banner, *neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"

@@ -7,14 +7,22 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hub_sync.reader import DatasetError
+from hub_sync.format import EXPLANATION_SCORES
+from hub_sync.reader import DatasetError, NeuronDataset
+from space.explanations import Explanation
 from space.links import NeuronRef, optional_int, random_neuron, resolve, step
 from space.render import message_html, neuron_page_html
 from space.search import SORT_KEYS, SearchResult
 from space.sources import Catalog
 from space.text import visible_token
 
-RESULT_COLUMNS = ["model", "layer", "neuron", "peak tokens", "matches", "max", "density", "peak concentration"]
+RESULT_COLUMNS = [
+    "model", "layer", "neuron", "peak tokens", "matches", "max", "density", "peak concentration",
+    "explanation", "matched", *EXPLANATION_SCORES,
+]
+RESULT_TYPES = ["str", "number", "number", "str", "number", "number", "number", "number", "str", "str"] + [
+    "number" for _ in EXPLANATION_SCORES
+]
 RESULT_LIMIT = 100
 
 
@@ -40,8 +48,21 @@ def page_for(catalog: Catalog, ref: NeuronRef | None, messages: list[str]) -> Ne
         record = dataset.neuron(ref.layer, ref.neuron)
     except DatasetError as error:
         return NeuronView(ref, message_html([*messages, unreadable_notice(error)]), "")
-    page = neuron_page_html(ref.model, record, dataset.histogram_edges)
+    explanations, problem = stored_explanations(dataset, ref.layer, ref.neuron)
+    messages = messages + ([problem] if problem else [])
+    page = neuron_page_html(ref.model, record, dataset.histogram_edges, explanations)
     return NeuronView(ref, message_html(messages), page)
+
+
+def stored_explanations(dataset: NeuronDataset, layer: int, neuron: int) -> tuple[list[Explanation] | None, str]:
+    """The neuron's explanations, None for a dataset without any (format 1.0); an unreadable explanations file is
+    a message, and the rest of the page is still shown."""
+    if not dataset.explanation_layers:
+        return None, ""
+    try:
+        return [Explanation.from_row(row) for row in dataset.neuron_explanations(layer, neuron)], ""
+    except DatasetError as error:
+        return None, f"The explanations of this layer cannot be shown: {error}"
 
 
 def neuron_view(catalog: Catalog, model: object, layer: object, neuron: object) -> NeuronView:
@@ -78,6 +99,9 @@ def results_frame(result: SearchResult) -> pd.DataFrame:
             round(hit.max, 4),
             round(hit.density, 4),
             round(hit.peak_concentration, 4),
+            hit.explanation,
+            hit.matched,
+            *(None if hit.scores[name] is None else round(hit.scores[name], 4) for name in EXPLANATION_SCORES),
         ]
         for hit in result.hits
     ]
@@ -104,5 +128,6 @@ def search_view(
     described = f"for {keyword.strip()!r}" if (keyword or "").strip() else "(no keyword: all neurons)"
     shown = f"; showing the first {len(result.hits)}" if result.total > len(result.hits) else ""
     hint = " Click a row to open its neuron." if result.hits else ""
+    hint += f" Neurons with no {sort} score come last." if sort in EXPLANATION_SCORES and result.hits else ""
     messages.append(f"{result.total:,} neurons {described}{shown}.{hint}")
     return message_html(messages), results_frame(result)

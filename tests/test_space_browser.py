@@ -12,9 +12,18 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from huggingface_hub import constants
 from playwright.sync_api import Page, sync_playwright
 
-from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
+from hub_sync.synthetic import (
+    HOSTILE_EXPLANATIONS,
+    HOSTILE_TOKENS,
+    write_synthetic_dataset,
+    write_synthetic_explanations,
+)
+from openai_server import Fault, OpenAIServer
+from planted import write_planted_dataset
+from space.explainer import LiveExplainer
 from space.server import build_app, running
 from space.sources import open_sources
 
@@ -191,3 +200,81 @@ def test_inside_the_spaces_iframe_moves_are_posted_to_the_parent(site, page):
     app.locator("#ns-next").click()
     page.wait_for_function("() => window.got.some((d) => d.queryString === '?model=org%2Fplain&layer=0&neuron=3')")
     assert not any("__sign" in str(message) for message in page.evaluate("window.got"))
+
+
+@pytest.fixture(scope="module")
+def explained_site(site, tmp_path_factory):
+    """A dataset with hostile explanations, served twice: explaining live through the suite's scripted OpenAI-compatible
+    server, and with no explainer configured; in the browser of `site` (one Playwright per process)."""
+    root = tmp_path_factory.mktemp("explained_browser")
+    explained = write_synthetic_dataset(root / "explained", n_layers=1, d_mlp=12, name="org/explained", seed=4)
+    write_synthetic_explanations(explained, hostile=True)
+    planted = write_planted_dataset(root / "planted", d_mlp=4, top_k=4, random_k=4)
+    catalog = open_sources([str(explained), str(planted)])
+    with pytest.MonkeyPatch.context() as patch, OpenAIServer(None) as llm:
+        patch.setattr(constants, "HF_HUB_OFFLINE", False)
+        environ = {
+            "NEUROSCOPE_EXPLAINER_URL": llm.base_url,
+            "NEUROSCOPE_EXPLAINER_MODEL": "scripted",
+            "NEUROSCOPE_EXPLAINER_SCORERS": "detection",
+        }
+        explaining = running(build_app(catalog, (), LiveExplainer.from_env(environ)))
+        with explaining as url, running(build_app(catalog)) as off_url:
+            yield url, off_url, site[1], llm
+
+
+@pytest.fixture
+def explained_page(explained_site) -> Page:
+    browser = explained_site[2]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def test_hostile_explanations_execute_nothing_and_show_literally(explained_site, explained_page):
+    url, _, _, _ = explained_site
+    page = explained_page
+    shown = ""
+    for neuron in range(len(HOSTILE_EXPLANATIONS)):
+        open_app(page, url, f"?model=org/explained&layer=0&neuron={neuron}")
+        page.wait_for_selector(".ns-expl-text")
+        shown += page.inner_text(".ns-expls")
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.screenshot(path=ARTIFACTS / "explanations.png", full_page=True)
+    for text in HOSTILE_EXPLANATIONS:
+        assert text in shown
+    assert page.locator("#ns-page img, #ns-page script, #ns-page b:text('bold')").count() == 0
+    page.goto(url + "?q=onerror")
+    page.wait_for_selector(RESULT_CELL.format(row=0, col=0))
+    assert HOSTILE_EXPLANATIONS[0] in page.inner_text("#ns-results")
+    page.screenshot(path=ARTIFACTS / "search_explanations.png", full_page=True)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_explain_button_shows_a_live_explanation_that_a_move_clears(explained_site, explained_page):
+    url, _, _, llm = explained_site
+    page = explained_page
+    llm.reset()
+    llm.script(Fault("reply", text=HOSTILE_EXPLANATIONS[1]))
+    llm.always(Fault("reply", text="yes"))
+    open_app(page, url, "?model=planted/model&layer=0&neuron=0")
+    assert "not saved" in page.inner_text("#ns-explain-status")
+    page.click("#ns-explain")
+    page.wait_for_selector("#ns-explain-result .ns-expl-text")
+    assert page.inner_text("#ns-explain-result .ns-expl-text") == HOSTILE_EXPLANATIONS[1]
+    assert "detection 0.50" in page.inner_text("#ns-explain-result")
+    assert "not saved" in page.inner_text("#ns-explain-notice")
+    page.screenshot(path=ARTIFACTS / "explain_live.png", full_page=True)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.click("#ns-next")
+    wait_for_title(page, "planted/model · layer 0 · neuron 1")
+    page.wait_for_function("() => !document.querySelector('#ns-explain-result .ns-expl-text')")
+    llm.reset()
+
+
+def test_without_an_explainer_the_button_is_off_with_a_line_saying_how(explained_site, explained_page):
+    _, off_url, _, _ = explained_site
+    page = explained_page
+    open_app(page, off_url, "?model=org/explained&layer=0&neuron=4")
+    assert page.locator("#ns-explain").is_disabled()
+    assert "NEUROSCOPE_EXPLAINER_URL" in page.inner_text("#ns-explain-status")

@@ -10,8 +10,9 @@ questions and gets the same answers, and both count the tokens they spend.
 from __future__ import annotations
 
 import json
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,8 @@ from harvest.explain.retry import MalformedReply, RetryPolicy, call_with_retries
 
 PROBE_MESSAGES = [{"role": "user", "content": "Say yes."}]
 DEFAULT_POLICY = RetryPolicy()
+HF_PROVIDERS = "hf"  # the explainer URL that means Hugging Face Inference Providers (`hf:PROVIDER` picks one)
+DEFAULT_KEY_ENV = {"url": "OPENAI_API_KEY", HF_PROVIDERS: "HF_TOKEN"}
 
 
 @dataclass(frozen=True)
@@ -215,3 +218,38 @@ class TransformersBackend:
 
     def supports_logprobs(self) -> bool:
         return True
+
+
+def default_local_model() -> Path:
+    """SmolLM2-135M-Instruct exported once from its GGUF file into the Neuroscope cache."""
+    from harvest.default import cache_root
+    from harvest.smollm2 import export_smollm2
+
+    return export_smollm2(cache_root() / "models" / "smollm2-135m-instruct")
+
+
+def make_backend(
+    url: str | None,
+    model: str | None,
+    key_env: str | None = None,
+    *,
+    timeout: float = 120.0,
+    stream: bool = False,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    environ: Mapping[str, str] = os.environ,
+) -> ChatBackend:
+    """The explainer named by a URL, a model and the variable holding the key: the CLI's --explainer-url,
+    --explainer-model and --api-key-env, and the Space's NEUROSCOPE_EXPLAINER_URL, _MODEL and _KEY_ENV, alike.
+
+    No URL: `model` (a local folder, default SmolLM2) in this process. `hf` or `hf:PROVIDER`: Hugging Face Inference
+    Providers, with the key from `key_env` (default HF_TOKEN). Any other URL: an OpenAI-compatible server, with the key
+    from `key_env` (default OPENAI_API_KEY)."""
+    if url is None:
+        return TransformersBackend(model or default_local_model())
+    kind, _, provider = url.partition(":")
+    if kind == HF_PROVIDERS:
+        key = environ.get(key_env or DEFAULT_KEY_ENV[HF_PROVIDERS])
+        return InferenceBackend(None, model, key, provider or None, timeout, stream, policy)
+    # Never hand a Hugging Face token to another server: without a key of its own the request carries a placeholder.
+    key = environ.get(key_env or DEFAULT_KEY_ENV["url"]) or "none"
+    return InferenceBackend(url, model, key, None, timeout, stream, policy)

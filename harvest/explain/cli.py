@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from harvest.explain.backends import ChatBackend, InferenceBackend, TransformersBackend
+from harvest.explain.backends import ChatBackend, make_backend
 from harvest.explain.retry import RetryPolicy
 from harvest.explain.run import ExplainConfig, ExplainError, explain_dataset
 from harvest.explain.scorers import SCORER_NAMES
 
-HF_PROVIDERS = "hf"
-DEFAULT_KEY_ENV = {"url": "OPENAI_API_KEY", HF_PROVIDERS: "HF_TOKEN"}
 EPILOG = """\
 examples:
   python -m harvest explain ./gpt2-neurons --layers 3 --neurons 0-99
@@ -89,25 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_local_model() -> Path:
-    """SmolLM2-135M-Instruct exported once from its GGUF file into the Neuroscope cache."""
-    from harvest.default import cache_root
-    from harvest.smollm2 import export_smollm2
-
-    return export_smollm2(cache_root() / "models" / "smollm2-135m-instruct")
-
-
-def make_backend(args: argparse.Namespace) -> ChatBackend:
-    if args.explainer_url is None:
-        return TransformersBackend(args.explainer_model or default_local_model())
+def backend_from_args(args: argparse.Namespace) -> ChatBackend:
     policy = RetryPolicy(attempts=args.retries + 1, base_delay=args.retry_delay)
-    kind, _, provider = args.explainer_url.partition(":")
-    if kind == HF_PROVIDERS:
-        key = os.environ.get(args.api_key_env or DEFAULT_KEY_ENV[HF_PROVIDERS])
-        return InferenceBackend(None, args.explainer_model, key, provider or None, args.timeout, args.stream, policy)
-    # Never hand a Hugging Face token to another server: without a key of its own the request carries a placeholder.
-    key = os.environ.get(args.api_key_env or DEFAULT_KEY_ENV["url"]) or "none"
-    return InferenceBackend(args.explainer_url, args.explainer_model, key, None, args.timeout, args.stream, policy)
+    return make_backend(
+        args.explainer_url, args.explainer_model, args.api_key_env, timeout=args.timeout, stream=args.stream,
+        policy=policy,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     try:
-        backend = make_backend(args)
+        backend = backend_from_args(args)
         summary = explain_dataset(config, backend)
     except (ExplainError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -30,7 +30,8 @@ class MalformedReply(ValueError):
 class RetryPolicy:
     attempts: int = 6
     base_delay: float = 1.0
-    max_delay: float = 60.0
+    max_delay: float = 60.0  # the longest backoff
+    max_retry_after: float = MAX_RETRY_AFTER  # the longest Retry-After waited out (a live request cannot wait long)
 
 
 def status_of(error: BaseException) -> int | None:
@@ -70,5 +71,5 @@ def call_with_retries(call: Callable[[], T], policy: RetryPolicy, sleep: Callabl
                 raise
             asked = retry_after(error)
             backoff = min(policy.max_delay, policy.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
-            sleep(asked if asked is not None else backoff)
+            sleep(backoff if asked is None else min(asked, policy.max_retry_after))
     raise AssertionError("unreachable: the last attempt returns or raises")
