@@ -9,12 +9,12 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
+from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
+from harvested import harvested_dataset
+from hub_sync.synthetic import write_synthetic_dataset
 from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
-from test_live_api import harvested_dataset
-from test_space_browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
-from hub_sync.synthetic import write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 MODEL = "test/browser"

@@ -6,15 +6,12 @@ Screenshots go to artifacts/space/ (gitignored) for a human to look at.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from huggingface_hub import constants
 from playwright.sync_api import Page, sync_playwright
 
+from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
 from hub_sync.synthetic import (
     HOSTILE_EXPLANATIONS,
     HOSTILE_TOKENS,
@@ -29,30 +26,7 @@ from space.sources import open_sources
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--headless",
-    # The iframe test embeds the loopback app in a page routed as https://huggingface.co; on Spaces the app is a
-    # public https origin, here it is loopback, which Chromium's local-network checks would block.
-    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessChecks,BlockInsecurePrivateNetworkRequests",
-]
 RESULT_CELL = "#ns-results [data-testid=cell-{row}-{col}]"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "space"
-
-
-def ensure_chromium() -> str:
-    """Debian's chromium (installed with apt when missing); never Playwright's own download."""
-    if not Path(CHROMIUM).exists() and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +48,6 @@ def page(site) -> Page:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     yield context.new_page()
     context.close()
-
-
-def query(page: Page) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(urlparse(page.url).query).items()}
 
 
 def open_app(page: Page, url: str, link: str) -> None:
