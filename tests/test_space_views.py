@@ -86,8 +86,9 @@ def test_tokens_share_one_colour_scale_per_neuron(catalog):
     dataset = catalog.models["org/hostile"]
     page = neuron_view(catalog, "org/hostile", 0, 3).page
     rows = _example_rows(Path(dataset.source), 0, 3)
-    largest = max(abs(value) for row in rows for value in row["activations"])
-    assert f"Colour scale: ±{largest:.3g}" in page
+    after_bos = [value for row in rows for value in row["activations"][1:]]
+    positive, negative = max(max(after_bos), 0) or 1.0, -min(min(after_bos), 0) or 1.0
+    assert f"Colour scale: 0 to +{positive:.3g} (orange), 0 to −{negative:.3g} (blue)" in page
     shades = re.findall(r'<span class="t ([pn])(\d+)', page)
     assert max(int(step) for _, step in shades) == 10
     largest_row = max(rows, key=lambda row: max(abs(value) for value in row["activations"]))

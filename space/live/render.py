@@ -11,7 +11,7 @@ from html import escape
 import numpy as np
 
 from space.links import NeuronRef
-from space.render import NEGATIVE_RGB, POSITIVE_RGB, token_html
+from space.render import NEGATIVE_RGB, POSITIVE_RGB, ColourScale, token_html
 from space.text import visible_token
 
 PLOT_WIDTH = 560
@@ -42,12 +42,15 @@ def number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def live_tokens_html(ref: NeuronRef, tokens: list[str], values: np.ndarray, scale: float) -> str:
+def live_tokens_html(ref: NeuronRef, tokens: list[str], values: np.ndarray, scale: ColourScale) -> str:
     """The text's tokens coloured on the neuron's dataset scale; the peak after BOS outlined, values on hover."""
     peak = int(np.argmax(values[1:])) + 1 if len(values) > 1 else 0
     body = "".join(token_html(token, float(value), scale, position == peak) for position, (token, value) in enumerate(zip(tokens, values)))
     title = f"{escape(ref.model, quote=True)} · {neuron_link(ref.model, ref.layer, ref.neuron)}"
-    note = f'<p class="ns-muted">{title}. Colour scale: ±{scale:.3g}, this neuron\'s dataset scale. Hover a token for its value.</p>'
+    note = (
+        f'<p class="ns-muted">{title}. Colour scale: {scale.describe()}, this neuron\'s dataset scale. '
+        "Hover a token for its value.</p>"
+    )
     return f'{note}<div class="ns-text">{body}</div>'
 
 
@@ -79,10 +82,10 @@ def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict]) ->
     )
 
 
-def value_cell(value: float, scale: float) -> str:
-    """A number with a background on the column's scale, like a token."""
+def value_cell(value: float, scale: ColourScale) -> str:
+    """A number with a background on the column's scale, by the same rule as a token."""
     rgb = POSITIVE_RGB if value >= 0 else NEGATIVE_RGB
-    alpha = min(1.0, abs(value) / scale) if scale > 0 else 0.0
+    alpha = scale.share(value)
     return f'<span style="background:rgba({rgb},{alpha:.2f});padding:0 .25em">{number(value, 3)}</span>'
 
 
@@ -97,7 +100,7 @@ def finder_html(model: str, layer_rows: list[dict], top: list[dict], samples: li
         [[neuron_link(model, hit["layer"], hit["neuron"]), number(hit["auroc"], 3), number(hit["cohens_d"], 3),
           number(hit["mean_with"], 3), number(hit["mean_without"], 3)] for hit in top],
     )
-    scales = [max((abs(v) for v in hit["values"]), default=0.0) for hit in top]
+    scales = [ColourScale.of_values(np.array(hit["values"])) for hit in top]
     matrix_rows = [
         [escape(sample["description"]), f'<span class="ns-sample" title="{escape(sample["text"], quote=True)}">{escape(sample["text"])}</span>']
         + [value_cell(hit["values"][index], scale) for hit, scale in zip(top, scales)]
