@@ -238,4 +238,6 @@ def probe_view(context: LiveContext, model: object, with_feature: str | None, wi
         "n_samples": outcome.n_samples, "n_with": int(labels.sum()), "n_without": int((~labels).sum()),
         "trusted": outcome.n_samples >= TRUSTED_SAMPLES,
     }
-    return message_html(messages), probe_plot_svg(layers, result["accuracy"], result["shuffled_mean"], outcome.chance), result
+    return message_html(messages), probe_plot_svg(
+        layers, result["accuracy"], result["shuffled_mean"], result["shuffled_max"], outcome.chance
+    ), result
