@@ -23,6 +23,7 @@ from planted import write_planted_dataset
 from space.explainer import LiveExplainer
 from space.server import build_app, running
 from space.sources import open_sources
+from space.views import RESULT_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +110,8 @@ def test_search_then_clicking_a_result_opens_the_neuron(site, page):
     page.wait_for_selector(RESULT_CELL.format(row=1, col=0))
     page.screenshot(path=ARTIFACTS / "search.png", full_page=True)
     model, layer, neuron = (page.inner_text(RESULT_CELL.format(row=1, col=col)).strip() for col in range(3))
+    snippet = page.inner_text(RESULT_CELL.format(row=1, col=RESULT_COLUMNS.index("top example")))
+    assert re.search(r"⟦[^⟧]+⟧", snippet), snippet  # the top example around its peak, the peak marked
     page.click(RESULT_CELL.format(row=1, col=2))
     wait_for_title(page, f"{model} · layer {layer} · neuron {neuron}")
     page.wait_for_function("() => !new URLSearchParams(location.search).has('q')")
