@@ -82,29 +82,32 @@ def tokens_html(example: Example, scale: ColourScale, positions: range) -> str:
     )
 
 
-def example_html(example: Example, scale: ColourScale) -> str:
-    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window."""
+def example_html(example: Example, scale: ColourScale, described: bool = True) -> str:
+    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window; `described`
+    puts its kind, rank and window in the score's hover title (blind rating leaves them out)."""
     short = example.around_peak(CONTEXT_BEFORE, CONTEXT_AFTER)
     before = "…" if short.start > 1 else ""
     after = "…" if short.stop < len(example.tokens) else ""
     label = escape(f"{example.score:.3g}", quote=True)
     meta = escape(f"{example.kind} #{example.rank}, window {example.window_index}", quote=True)
+    title = f' title="{meta}"' if described else ""
     return (
-        f'<details class="ns-ex"><summary><span class="ns-score" title="{meta}">{label}</span>'
+        f'<details class="ns-ex"><summary><span class="ns-score"{title}>{label}</span>'
         f'<span class="ns-text">{before}{tokens_html(example, scale, short)}{after}</span></summary>'
         f'<div class="ns-text ns-full">{tokens_html(example, scale, range(len(example.tokens)))}</div></details>'
     )
 
 
-def examples_html(examples: list[Example]) -> str:
-    """All example sections, every token on the same scale."""
-    scale = ColourScale.of_examples(examples)
+def examples_html(examples: list[Example], kinds: tuple[str, ...] = fmt.EXAMPLE_KINDS, described: bool = True) -> str:
+    """The example sections of `kinds`, every token on one colour scale over the examples shown."""
+    shown = [example for example in examples if example.kind in kinds]
+    scale = ColourScale.of_examples(shown)
     sections = []
-    for kind in fmt.EXAMPLE_KINDS:
-        of_kind = [example for example in examples if example.kind == kind]
+    for kind in kinds:
+        of_kind = [example for example in shown if example.kind == kind]
         if not of_kind:
             continue
-        body = "".join(example_html(example, scale) for example in of_kind)
+        body = "".join(example_html(example, scale, described) for example in of_kind)
         sections.append(f'<h3>{KIND_TITLES[kind]} <span class="ns-muted">({len(of_kind)})</span></h3>{body}')
     note = (
         f'<p class="ns-muted">Colour scale: {scale.describe()}. '
@@ -243,6 +246,9 @@ PAGE_CSS = """
 .ns-escore { cursor: help; font-variant-numeric: tabular-nums; }
 .ns-legend { font-size: .85em; margin-top: .3em; }
 .ns-legend summary { cursor: pointer; }
+.ns-table { border-collapse: collapse; font-size: .88em; margin: .4em 0 1em 0; }
+.ns-table th, .ns-table td { padding: .15em .6em; border-bottom: 1px solid rgba(128,128,128,.2); text-align: right; }
+.ns-table th:first-child, .ns-table td:first-child { text-align: left; }
 .ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12); border-radius: 4px; }
 """ + "".join(
     f".ns-text .p{step} {{ background: rgba({POSITIVE_RGB},{step / SHADES:.1f}); }}\n"
