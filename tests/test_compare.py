@@ -13,6 +13,7 @@ from gradio_client import Client
 
 from harvested import harvested_dataset
 from hub_sync import format as fmt
+from hub_sync.synthetic import write_synthetic_dataset
 from space.compare import CAVEAT, compare_view
 from space.overview import CONCENTRATION_EDGES, DENSITY_EDGES, VERY_DENSE_DENSITY, VERY_SPARSE_DENSITY, Overviews
 from space.rating import RatingStore
@@ -94,3 +95,17 @@ def test_compare_needs_two_known_models(compared):
     lonely = open_sources([str(catalog.models[SOLU].source)])
     notice, _, _ = compare_view(Overviews(lonely), store, lonely, None, 60)
     assert "this server serves 1" in notice
+
+
+def test_a_model_name_made_of_markup_is_escaped(compared, tmp_path):
+    catalog, store, _, _ = compared
+    evil = 'Evil<img src=x onerror="window.__pwned=1">'
+    folder = write_synthetic_dataset(tmp_path / "evil", n_layers=1, d_mlp=4, name=evil)
+    both = open_sources([str(catalog.models[SOLU].source), str(folder)])
+    sample = store.issue(both, "markup-rater")
+    while sample.model != evil:
+        sample = store.issue(both, "markup-rater")
+    store.rate(both, "markup-rater", sample.token, "not", "")
+    notice, page, values = compare_view(Overviews(both), store, both, None, 60)
+    assert values["models"] == [SOLU, evil] and "<img" not in notice + page
+    assert page.count(escape(evil, quote=True)) == 2  # its column's heading and its ratings row

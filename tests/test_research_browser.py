@@ -7,6 +7,7 @@ Screenshots go to artifacts/space/ (gitignored) for a human to look at.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
@@ -20,6 +21,7 @@ from space.sources import open_sources
 
 pytestmark = pytest.mark.slow
 PLAIN, HOSTILE = "org/plain", "org/hostile"
+EVIL = 'Evil<img src=x onerror="window.__pwned=1">'
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,8 @@ def site(tmp_path_factory):
     hostile = write_synthetic_dataset(
         root / "hostile", n_layers=2, d_mlp=16, bottom_k=2, d_vocab=10, hostile=True, name=HOSTILE
     )
-    catalog = open_sources([str(plain), str(hostile)])
+    evil = write_synthetic_dataset(root / "evil", n_layers=1, d_mlp=6, name=EVIL, seed=9)
+    catalog = open_sources([str(plain), str(hostile), str(evil)])
     store = RatingStore(root / "ratings")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running(build_app(catalog, research_tabs(store))) as url, sync_playwright() as playwright:
@@ -104,7 +107,7 @@ def test_a_blind_rating_reveals_nothing_until_answered_and_the_rater_is_remember
     page.click("#ns-rate-next")
     page.wait_for_selector("#ns-rate-sample .ns-ex")
     pane = page.inner_html("#ns-rate-sample .ns-blind")
-    for secret in (PLAIN, HOSTILE, "data-", "href"):
+    for secret in (PLAIN, HOSTILE, "Evil", "data-", "href"):
         assert secret not in pane, secret
     assert not re.search(r"(?i)(layer|neuron|window)\W*\d", page.inner_text("#ns-rate-sample"))
     assert all(re.fullmatch(r"-?[0-9.e+-]+", title) for title in re.findall(r'title="([^"]*)"', pane))
@@ -139,3 +142,28 @@ def test_two_models_compare_side_by_side(site, page):
     assert page.locator("#ns-compare svg").count() == 4
     assert "random" in page.inner_text("#ns-compare")
     page.screenshot(path=ARTIFACTS / "compare.png", full_page=True)
+
+
+def assert_nothing_ran(page: Page) -> None:
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("#ns-overview img, #ns-rate-reveal img, #ns-rate-summary img").count() == 0
+
+
+def test_a_model_name_made_of_markup_stays_text_in_the_overview_the_reveal_and_the_summary(site, page):
+    url, _, _ = site
+    page.goto(url + f"?view=overview&model={quote(EVIL, safe='')}")
+    page.wait_for_function(
+        "t => document.querySelector('#ns-overview .ns-title')?.innerText.startsWith(t)", arg=f"{EVIL}: 1 layers"
+    )
+    assert_nothing_ran(page)
+    page.goto(url + "?view=rate")  # a new rater: strata in turn, the sixth is the markup model's only one
+    for _ in range(6):
+        page.click("#ns-rate-next")
+        page.wait_for_selector("#ns-rate-reveal .ns-reveal", state="detached")
+        page.wait_for_selector("#ns-rate-sample .ns-ex")
+        answer(page, "Unsure")
+        if EVIL in page.inner_text("#ns-rate-reveal"):
+            break
+    assert f"That was {EVIL} · layer 0" in page.inner_text("#ns-rate-reveal")
+    page.wait_for_function("t => document.querySelector('#ns-rate-summary')?.innerText.includes(t)", arg=EVIL)
+    assert_nothing_ran(page)
