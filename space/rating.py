@@ -10,7 +10,7 @@ layer or number, and says whether they share a pattern they could name.
   never interleave a line) and survive restarts. Each process writes its own `ratings-<run>.jsonl` and reads every
   one it finds. The issued samples are kept beside them (`samples.jsonl`, never published), so a rating can be
   given after a restart too. On a Space the ratings files are appended to a Hub dataset by
-  `huggingface_hub.CommitScheduler`, and the ratings already there are read back at start.
+  `huggingface_hub.CommitScheduler`, and the ratings already there are read back at start, before a sample is issued.
 - The summary gives the fraction judged interpretable per model and layer band with a Wilson 95% interval and its
   n ("unsure" answers are counted but left out of the fraction).
 """
@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ RATINGS_EVERY_ENV = "NEUROSCOPE_RATINGS_EVERY"  # minutes between two commits of
 RATINGS_PREFIX = "ratings-"
 SAMPLES_FILE = "samples.jsonl"
 HUB_FOLDER = "data"
+HUB_WAIT_S = 20.0  # how long a sample waits for the ratings on the Hub to be read after a (re)start
 ANSWERS = ("interpretable", "not", "unsure")
 BANDS = ("early", "middle", "late")
 MAX_NOTE_CHARACTERS = 1000
@@ -205,6 +206,8 @@ class RatingStore:
 
     def issue(self, catalog: Catalog, rater: str) -> Sample:
         """A neuron this rater has not been shown, from the next stratum in the rater's round-robin that has one."""
+        if self.hub is not None:
+            self.hub.wait_read()
         strata = strata_of(catalog)
         if not strata:
             raise RatingError("No dataset is available to rate.")
@@ -362,6 +365,13 @@ class HubRatings:
             return
         with self.scheduler.lock:
             yield
+
+    def wait_read(self, timeout: float = HUB_WAIT_S) -> None:
+        """Return once the ratings on the Hub have been read (or could not be), so a restarted Space never shows a
+        rater a neuron they rated before; RatingError if that takes longer than `timeout`."""
+        done, _ = wait([self.ready], timeout=timeout)
+        if not done:
+            raise RatingError("The ratings kept on the Hub are still being read; ask again in a moment.")
 
     def status(self) -> str:
         """A line for the Rate tab: where the ratings go, or why they stay local."""

@@ -262,12 +262,15 @@ def test_ratings_reach_the_hub_dataset_and_come_back_after_a_restart(catalog, hu
     ]
 
     restarted = open_ratings(tmp_path / "fresh-disk", environ)  # a Space restarts on an empty disk
-    assert restarted.hub.ready.result(timeout=60) == 3
-    assert sorted(r["id"] for r in restarted.ratings()) == sorted(r["id"] for r in records)
+    issued = []  # asked for at once: the first sample waits until the Hub's ratings are read
+    with pytest.raises(RatingError, match="shown every neuron"):
+        while True:
+            issued.append(restarted.issue(catalog, "hub-rater-1"))
     seen = {(r["model"], r["layer"], r["neuron"]) for r in records}
-    assert not seen & {
-        (s.model, s.layer, s.neuron) for s in (restarted.issue(catalog, "hub-rater-1") for _ in range(20))
-    }
+    total = sum(len(dataset.layers) * dataset.d_mlp for dataset in catalog.models.values())
+    assert len(issued) == total - 3 and not seen & {(s.model, s.layer, s.neuron) for s in issued}
+    assert restarted.hub.ready.result() == 3
+    assert sorted(r["id"] for r in restarted.ratings()) == sorted(r["id"] for r in records)
     assert "appended to the Hub dataset" in restarted.hub.status()
 
 
