@@ -17,6 +17,8 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from space.explainer import LiveExplainer
 from space.live.ui import live_tabs
+from space.rating import open_ratings
+from space.research_tabs import research_tabs
 from space.server import build_app, serve
 from space.sources import Unavailable, open_sources, sources_from_env
 
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr)
     catalog.index_build.add_done_callback(report_index_problems)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
-    serve(build_app(catalog, live_tabs(), LiveExplainer.from_env()), args.host, args.port)
+    extra_tabs = [*live_tabs(), *research_tabs(open_ratings())]
+    serve(build_app(catalog, extra_tabs, LiveExplainer.from_env()), args.host, args.port)
     return 0
 
 

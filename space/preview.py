@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from hub_sync.records import Example
-from space.render import CONTEXT_AFTER, CONTEXT_BEFORE, activation_scale
+from space.render import CONTEXT_AFTER, CONTEXT_BEFORE, ColourScale
 from space.text import visible_token
 
 WIDTH, HEIGHT = 1200, 630
@@ -35,14 +35,14 @@ def _font(size: int, mono: bool) -> ImageFont.FreeTypeFont | ImageFont.ImageFont
     return ImageFont.load_default(size=size)
 
 
-def _tint(value: float, scale: float) -> tuple[int, int, int]:
-    """The token's background: white blended toward orange (positive) or blue (negative)."""
+def tint(value: float, scale: ColourScale) -> tuple[int, int, int]:
+    """The token's background: white blended toward orange (positive) or blue (negative), by its sign's range."""
     colour = POSITIVE if value >= 0 else NEGATIVE
-    alpha = min(1.0, abs(value) / scale)
+    alpha = scale.share(value)
     return tuple(round(255 + (c - 255) * alpha) for c in colour)
 
 
-def _draw_example(draw: ImageDraw.ImageDraw, example: Example, scale: float, top: int) -> None:
+def _draw_example(draw: ImageDraw.ImageDraw, example: Example, scale: ColourScale, top: int) -> None:
     font = _font(22, mono=True)
     draw.text((MARGIN, top + 8), f"{example.score:6.2f}", font=_font(18, mono=True), fill=MUTED)
     x = MARGIN + 90
@@ -52,7 +52,8 @@ def _draw_example(draw: ImageDraw.ImageDraw, example: Example, scale: float, top
         if x + width > WIDTH - MARGIN:
             draw.text((x, top + 6), "…", font=font, fill=MUTED)
             break
-        draw.rectangle([x, top + 4, x + width, top + LINE_HEIGHT - 8], fill=_tint(float(example.activations[position]), scale))
+        fill = tint(float(example.activations[position]), scale)
+        draw.rectangle([x, top + 4, x + width, top + LINE_HEIGHT - 8], fill=fill)
         if position == example.max_position:
             draw.rectangle([x, top + 4, x + width, top + LINE_HEIGHT - 8], outline=(200, 60, 0), width=2)
         draw.text((x, top + 6), text, font=font, fill=INK)
@@ -66,7 +67,7 @@ def neuron_card_png(title: str, subtitle: str, examples: list[Example]) -> bytes
     draw.text((MARGIN, MARGIN - 10), title, font=_font(34, mono=False), fill=INK)
     draw.text((MARGIN, MARGIN + 36), subtitle, font=_font(20, mono=True), fill=MUTED)
     top_examples = [example for example in examples if example.kind == "top"][:EXAMPLES_SHOWN]
-    scale = activation_scale(examples)
+    scale = ColourScale.of_examples(examples)
     for i, example in enumerate(top_examples):
         _draw_example(draw, example, scale, MARGIN + 90 + i * LINE_HEIGHT)
     draw.text((MARGIN, HEIGHT - MARGIN - 4), "Neuroscope Hub", font=_font(18, mono=False), fill=MUTED)

@@ -6,6 +6,8 @@ the page, attributes included: Gradio's gr.HTML shows its value unsanitized.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from html import escape
 
 import numpy as np
@@ -24,19 +26,47 @@ NEGATIVE_RGB = "28,126,214"
 SHADES = 10  # colour steps per sign: a class per step keeps a 30-example page near 100 KB
 
 
-def activation_scale(examples: list[Example]) -> float:
-    """The neuron's one colour scale: its largest absolute activation over all its examples."""
-    largest = max((float(np.abs(example.activations).max()) for example in examples if len(example.activations)), default=0.0)
-    return largest if largest > 0 else 1.0
+@dataclass(frozen=True)
+class ColourScale:
+    """A neuron's colour scale: positive activations on its positive range, negative ones on its negative range.
+
+    One range for both signs would colour a gated neuron's top examples (max 0.73, min -4.75) on ±4.75, so they
+    look blank; with two, each sign's largest value gets the full shade. Every view that colours activations (the
+    neuron page, the live tab, the PNG card) uses this rule."""
+
+    positive: float  # the largest positive value (1.0 when there is none)
+    negative: float  # the magnitude of the most negative value (1.0 when there is none)
+
+    @classmethod
+    def of_values(cls, values: np.ndarray) -> ColourScale:
+        values = np.asarray(values, dtype=np.float64)
+        largest = float(values.max()) if values.size else 0.0
+        lowest = float(values.min()) if values.size else 0.0
+        return cls(largest if largest > 0 else 1.0, -lowest if lowest < 0 else 1.0)
+
+    @classmethod
+    def of_examples(cls, examples: list[Example]) -> ColourScale:
+        """Over every kept example of the neuron, BOS left out as in its statistics (a BOS value can dwarf the rest)."""
+        parts = [example.activations[1:] for example in examples]
+        return cls.of_values(np.concatenate(parts) if parts else np.zeros(0))
+
+    def share(self, value: float) -> float:
+        """How much of its sign's range the value reaches, 0..1 (values beyond the range are clipped; NaN is 0)."""
+        if math.isnan(value):
+            return 0.0
+        return min(1.0, abs(value) / (self.positive if value >= 0 else self.negative))
+
+    def describe(self) -> str:
+        return f"0 to +{self.positive:.3g} (orange), 0 to −{self.negative:.3g} (blue)"
 
 
-def shade_class(value: float, scale: float) -> str:
-    """`p0`..`p10` (positive) or `n1`..`n10` (negative): the activation's share of the neuron's scale."""
-    step = min(SHADES, round(SHADES * abs(value) / scale))
+def shade_class(value: float, scale: ColourScale) -> str:
+    """`p0`..`p10` (positive) or `n1`..`n10` (negative): the activation's share of its sign's range."""
+    step = round(SHADES * scale.share(value))
     return f"n{step}" if value < 0 and step else f"p{step}"
 
 
-def token_html(token: str, value: float, scale: float, is_peak: bool) -> str:
+def token_html(token: str, value: float, scale: ColourScale, is_peak: bool) -> str:
     """A token coloured by its activation, its value in the hover title."""
     peak = " pk" if is_peak else ""
     return (
@@ -45,38 +75,44 @@ def token_html(token: str, value: float, scale: float, is_peak: bool) -> str:
     )
 
 
-def tokens_html(example: Example, scale: float, positions: range) -> str:
+def tokens_html(example: Example, scale: ColourScale, positions: range) -> str:
     return "".join(
         token_html(example.tokens[p], float(example.activations[p]), scale, p == example.max_position)
         for p in positions
     )
 
 
-def example_html(example: Example, scale: float) -> str:
-    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window."""
+def example_html(example: Example, scale: ColourScale, described: bool = True) -> str:
+    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window; `described`
+    puts its kind, rank and window in the score's hover title (blind rating leaves them out)."""
     short = example.around_peak(CONTEXT_BEFORE, CONTEXT_AFTER)
     before = "…" if short.start > 1 else ""
     after = "…" if short.stop < len(example.tokens) else ""
     label = escape(f"{example.score:.3g}", quote=True)
     meta = escape(f"{example.kind} #{example.rank}, window {example.window_index}", quote=True)
+    title = f' title="{meta}"' if described else ""
     return (
-        f'<details class="ns-ex"><summary><span class="ns-score" title="{meta}">{label}</span>'
+        f'<details class="ns-ex"><summary><span class="ns-score"{title}>{label}</span>'
         f'<span class="ns-text">{before}{tokens_html(example, scale, short)}{after}</span></summary>'
         f'<div class="ns-text ns-full">{tokens_html(example, scale, range(len(example.tokens)))}</div></details>'
     )
 
 
-def examples_html(examples: list[Example]) -> str:
-    """All example sections, every token on the same scale."""
-    scale = activation_scale(examples)
+def examples_html(examples: list[Example], kinds: tuple[str, ...] = fmt.EXAMPLE_KINDS, described: bool = True) -> str:
+    """The example sections of `kinds`, every token on one colour scale over the examples shown."""
+    shown = [example for example in examples if example.kind in kinds]
+    scale = ColourScale.of_examples(shown)
     sections = []
-    for kind in fmt.EXAMPLE_KINDS:
-        of_kind = [example for example in examples if example.kind == kind]
+    for kind in kinds:
+        of_kind = [example for example in shown if example.kind == kind]
         if not of_kind:
             continue
-        body = "".join(example_html(example, scale) for example in of_kind)
+        body = "".join(example_html(example, scale, described) for example in of_kind)
         sections.append(f'<h3>{KIND_TITLES[kind]} <span class="ns-muted">({len(of_kind)})</span></h3>{body}')
-    note = f'<p class="ns-muted">Colour scale: ±{scale:.3g}. Hover a token for its value; click a row for the whole window.</p>'
+    note = (
+        f'<p class="ns-muted">Colour scale: {scale.describe()}. '
+        "Hover a token for its value; click a row for the whole window.</p>"
+    )
     return note + "".join(sections)
 
 
@@ -210,6 +246,9 @@ PAGE_CSS = """
 .ns-escore { cursor: help; font-variant-numeric: tabular-nums; }
 .ns-legend { font-size: .85em; margin-top: .3em; }
 .ns-legend summary { cursor: pointer; }
+.ns-table { border-collapse: collapse; font-size: .88em; margin: .4em 0 1em 0; }
+.ns-table th, .ns-table td { padding: .15em .6em; border-bottom: 1px solid rgba(128,128,128,.2); text-align: right; }
+.ns-table th:first-child, .ns-table td:first-child { text-align: left; }
 .ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12); border-radius: 4px; }
 """ + "".join(
     f".ns-text .p{step} {{ background: rgba({POSITIVE_RGB},{step / SHADES:.1f}); }}\n"

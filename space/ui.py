@@ -6,6 +6,7 @@ not ours, such as Spaces' `__sign`) and, inside the Spaces iframe, tells the par
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from space.explainer import LiveExplainer, explain_view
-from space.links import resolve_query
+from space.links import resolve_query, shown
 from space.render import message_html
 from space.search import SORT_KEYS
 from space.sources import Catalog
@@ -36,17 +37,30 @@ EXPLAIN_EVENTS = {"concurrency_id": "explain", "concurrency_limit": 1}
 CLEAR_TWO_JS = "() => ['', '']"
 
 
-def url_update_js(set_keys: Sequence[str], drop_keys: Sequence[str] = ()) -> str:
-    """A JS event function: put its arguments into the URL under `set_keys`, drop `drop_keys`, tell the parent."""
+def url_update_js(
+    set_keys: Sequence[str],
+    drop_keys: Sequence[str] = (),
+    only_if_named: Sequence[str] = (),
+    fixed: dict | None = None,
+    dropped_by_view: dict[str, Sequence[str]] | None = None,
+) -> str:
+    """A JS event function: put its arguments into the URL under `set_keys` (and the `fixed` keys' values), drop
+    `drop_keys` and the keys `dropped_by_view` names for the URL's `view`, tell the parent. With `only_if_named`, it
+    does nothing unless the URL holds one of those keys."""
+    by_view = {view: list(keys) for view, keys in (dropped_by_view or {}).items()}
     return f"""(...values) => {{
   const url = new URL(window.location.href);
+  const named = {json.dumps(list(only_if_named))};
+  if (named.length && !named.some((key) => url.searchParams.has(key))) return [];
   const keys = {json.dumps(list(set_keys))};
   keys.forEach((key, i) => {{
     const value = values[i];
     if (value === null || value === undefined || value === "") url.searchParams.delete(key);
     else url.searchParams.set(key, String(value));
   }});
+  Object.entries({json.dumps(fixed or {})}).forEach(([key, value]) => url.searchParams.set(key, value));
   {json.dumps(list(drop_keys))}.forEach((key) => url.searchParams.delete(key));
+  ({json.dumps(by_view)}[url.searchParams.get("view")] || []).forEach((key) => url.searchParams.delete(key));
   window.history.replaceState(window.history.state, "", url);
   if (window.parent !== window) {{
     const shared = new URLSearchParams(url.search);
@@ -56,6 +70,17 @@ def url_update_js(set_keys: Sequence[str], drop_keys: Sequence[str] = ()) -> str
   }}
   return [];
 }}"""
+
+
+def after_landing(js: str) -> str:
+    """The JS event function, run only once the page has read its link: Gradio fires the first tab's select as it
+    mounts, before the link is read, and a URL written then would change where the link lands."""
+    return f"(...values) => window.__neuroscopeLanded ? ({js})(...values) : []"
+
+
+def landing(js: str) -> str:
+    """The JS event function that runs once the page has read its link, marking it landed."""
+    return f"(...values) => {{ window.__neuroscopeLanded = true; return ({js})(...values); }}"
 
 
 COPY_LINK_JS = f"""(model, layer, neuron) => {{
@@ -75,22 +100,51 @@ COPY_LINK_JS = f"""(model, layer, neuron) => {{
 
 @dataclass(frozen=True)
 class NeuronControls:
-    """The current neuron's components, for extra tabs that act on it (the live tabs)."""
+    """The current neuron's components, for extra tabs that act on it (the live tabs), and `open_neuron`:
+    `open_neuron(trigger, fn, inputs)` makes the event show the neuron `fn` returns as (model, layer, neuron) on the
+    Neuron tab, like any move (the URL follows). `fn` may take gr.EventData like any event function."""
 
     blocks: gr.Blocks
     model: gr.Dropdown
     layer: gr.Number
     neuron: gr.Number
+    open_neuron: Callable[[Callable, Callable, list], None]
 
 
 @dataclass(frozen=True)
 class ExtraTab:
-    """A tab added after the built-in ones: `build` runs inside `with gr.Tab(title)`."""
+    """A tab added after the built-in ones (before them with `first`): `build` runs inside `with gr.Tab(title)`."""
 
     title: str
     build: Callable[[Catalog, NeuronControls], None]
     id: str | None = None
     opened_by: str | None = None  # a deep-link query key that opens this tab (the live tab's `text`)
+    first: bool = False  # placed before the Neuron and Search tabs
+    landing: bool = False  # the tab a link that names no neuron, search or tab opens (else the Neuron tab)
+    hides: tuple[str, ...] = ()  # query keys dropped from the URL when the tab is selected or a link opens it
+
+
+NEURON_KEYS = ("model", "layer", "neuron")
+
+
+def opened_tab(params: dict[str, str], extra_tabs: Sequence[ExtraTab]) -> tuple[str, list[str]]:
+    """The tab a deep link opens: `view=<tab id>`, else search for `q`, a tab's own key (`text`), the Neuron tab for
+    a named neuron, and the landing tab when the link names nothing; and a message for an unknown view."""
+    ids = ["neuron", "search", *(tab.id for tab in extra_tabs if tab.id)]
+    view = params.get("view")
+    if view in ids:
+        return view, []
+    messages = [] if view is None else [f"Unknown view {shown(view)} (views: {', '.join(ids)})."]
+    if "q" in params:
+        return "search", messages
+    keyed = next((tab.id for tab in extra_tabs if tab.opened_by and tab.opened_by in params), None)
+    if keyed or any(key in params for key in NEURON_KEYS):
+        return keyed or "neuron", messages
+    return landing_tab(extra_tabs), messages
+
+
+def landing_tab(extra_tabs: Sequence[ExtraTab]) -> str:
+    return next((tab.id for tab in extra_tabs if tab.landing and tab.id), "neuron")
 
 
 def _neuron_outputs(view: NeuronView) -> tuple:
@@ -102,15 +156,15 @@ def _neuron_outputs(view: NeuronView) -> tuple:
 def build_blocks(
     catalog: Catalog, extra_tabs: Sequence[ExtraTab] = (), explainer: LiveExplainer | None = None
 ) -> gr.Blocks:
-    """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search; `explainer` (default: off)
-    runs the Neuron tab's "Explain this neuron".
+    """The whole app over an opened catalog; `extra_tabs` come after Neuron and Search (those marked `first` before);
+    `explainer` (default: off) runs the Neuron tab's "Explain this neuron".
 
     Number boxes keep Gradio's precision unset: precision=0 would round 3.5 to 4 before the views see it,
     and the views apply the one number rule (space.links.parse_int) with a message instead."""
+    explainer = explainer or LiveExplainer(None)
     names = catalog.model_names
     all_layers = [layer for dataset in catalog.models.values() for layer in dataset.layers]
     rng = random.Random()
-    explainer = explainer or LiveExplainer(None)
 
     def show_neuron(model: str | None, layer: int | None, neuron: int | None):
         return _neuron_outputs(neuron_view(catalog, model, layer, neuron))
@@ -130,30 +184,71 @@ def build_blocks(
     def explain(model: str | None, layer: int | None, neuron: int | None):
         return explain_view(catalog, explainer, model, layer, neuron)
 
-    def open_result(results: pd.DataFrame, event: gr.SelectData):
-        model, layer, neuron = event.row_value[:3] if event.row_value else (None, None, None)
-        return *_neuron_outputs(neuron_view(catalog, model, layer, neuron)), gr.Tabs(selected="neuron")
+    def result_neuron(results: pd.DataFrame, event: gr.SelectData):
+        return event.row_value[:3] if event.row_value else (None, None, None)
 
     def open_link(request: gr.Request):
         params = dict(request.query_params) if request else {}
         ref, messages = resolve_query(catalog, params)
         neuron_outputs = _neuron_outputs(page_for(catalog, ref, messages))
-        banner_html = message_html(catalog.unavailable_messages())
+        opened, view_messages = opened_tab(params, extra_tabs)
+        banner_html = message_html(catalog.unavailable_messages() + view_messages)
         keyword = params.get("q")
         if keyword is None:
-            opened = next((tab.id for tab in extra_tabs if tab.opened_by and tab.opened_by in params), "neuron")
             return banner_html, *neuron_outputs, "", "", pd.DataFrame(columns=RESULT_COLUMNS), gr.Tabs(selected=opened)
         notice, results = search_view(catalog, keyword, None, None, None, "max")
-        return banner_html, *neuron_outputs, keyword, notice, results, gr.Tabs(selected="search")
+        return banner_html, *neuron_outputs, keyword, notice, results, gr.Tabs(selected=opened)
+
+    def open_neuron(trigger: Callable, fn: Callable, inputs: list) -> None:
+        @functools.wraps(fn)
+        def opened(*args, **kwargs):
+            model, layer, neuron = fn(*args, **kwargs)
+            return *_neuron_outputs(neuron_view(catalog, model, layer, neuron)), gr.Tabs(selected="neuron")
+
+        trigger(opened, inputs, [*neuron_outputs, tabs], api_visibility="private").then(
+            None, here, None, js=neuron_url_js
+        ).then(None, None, [explain_notice, explain_result], js=CLEAR_TWO_JS)
+
+    neuron_url_js = url_update_js(NEURON_KEYS, drop_keys=["q", "view"])
+    link_keys = [*NEURON_KEYS, "q", *(tab.opened_by for tab in extra_tabs if tab.opened_by)]
+    # A link that names a neuron gets the neuron it resolved to, but a tab that hides keys keeps them out as it would
+    # on select: `?view=overview&model=M` stays that, not `...&layer=0&neuron=0`.
+    hidden_by_view = {tab.id: tab.hides for tab in extra_tabs if tab.id}
+    landing_url_js = url_update_js([*NEURON_KEYS, "q"], only_if_named=link_keys, dropped_by_view=hidden_by_view)
+
+    def extra(placed_first: bool) -> None:
+        for tab in (tab for tab in extra_tabs if tab.first == placed_first):
+            with gr.Tab(tab.title, id=tab.id) as tab_block:
+                tab.build(catalog, controls)
+            if tab.id:  # selecting a tab puts it in the link: `view=<id>`
+                tab_block.select(
+                    None, None, None, js=after_landing(url_update_js([], drop_keys=tab.hides, fixed={"view": tab.id}))
+                )
 
     with gr.Blocks(title="Neuroscope Hub") as blocks:
         banner = gr.HTML(message_html(catalog.unavailable_messages()), elem_id="ns-unavailable")
-        with gr.Tabs(selected="neuron") as tabs:
-            with gr.Tab("Neuron", id="neuron"):
+        # Created before the tabs (placed in the Neuron tab) so that a tab placed first can open a neuron (and clear
+        # the explanation shown for the previous one).
+        model_box = gr.Dropdown(
+            names, value=names[0] if names else None, label="Model", allow_custom_value=True, scale=3,
+            elem_id="ns-model", render=False,
+        )
+        layer_box = gr.Number(label="Layer", scale=1, elem_id="ns-layer", render=False)
+        neuron_box = gr.Number(label="Neuron", scale=1, elem_id="ns-neuron", render=False)
+        notice = gr.HTML(elem_id="ns-notice", render=False)
+        page = gr.HTML(elem_id="ns-page", render=False)
+        explain_notice = gr.HTML(elem_id="ns-explain-notice", render=False)
+        explain_result = gr.HTML(elem_id="ns-explain-result", render=False)
+        here = [model_box, layer_box, neuron_box]
+        neuron_outputs = [model_box, layer_box, neuron_box, notice, page]
+        with gr.Tabs(selected=landing_tab(extra_tabs)) as tabs:
+            controls = NeuronControls(blocks, model_box, layer_box, neuron_box, open_neuron)
+            extra(placed_first=True)
+            with gr.Tab("Neuron", id="neuron") as neuron_tab:
                 with gr.Row():
-                    model_box = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True, scale=3, elem_id="ns-model")
-                    layer_box = gr.Number(label="Layer", scale=1, elem_id="ns-layer")
-                    neuron_box = gr.Number(label="Neuron", scale=1, elem_id="ns-neuron")
+                    model_box.render()
+                    layer_box.render()
+                    neuron_box.render()
                 with gr.Row():
                     go_button = gr.Button("Go", variant="primary", size="sm", elem_id="ns-go")
                     previous_button = gr.Button("◀ Previous", size="sm", elem_id="ns-prev")
@@ -169,12 +264,12 @@ def build_blocks(
                         elem_id="ns-explain",
                     )
                     gr.HTML(explainer.status_html(), elem_id="ns-explain-status")
-                explain_notice = gr.HTML(elem_id="ns-explain-notice")
-                explain_result = gr.HTML(elem_id="ns-explain-result")
+                explain_notice.render()
+                explain_result.render()
                 explain_values = gr.JSON(visible=False)
-                notice = gr.HTML(elem_id="ns-notice")
-                page = gr.HTML(elem_id="ns-page")
-            with gr.Tab("Search", id="search"):
+                notice.render()
+                page.render()
+            with gr.Tab("Search", id="search") as search_tab:
                 with gr.Row():
                     keyword_box = gr.Textbox(
                         label="Peak token or explanation words",
@@ -191,14 +286,10 @@ def build_blocks(
                 results = gr.Dataframe(
                     headers=RESULT_COLUMNS, datatype=RESULT_TYPES, interactive=False, wrap=True, elem_id="ns-results"
                 )
-            controls = NeuronControls(blocks, model_box, layer_box, neuron_box)
-            for tab in extra_tabs:
-                with gr.Tab(tab.title, id=tab.id):
-                    tab.build(catalog, controls)
+            extra(placed_first=False)
 
-        here = [model_box, layer_box, neuron_box]
-        neuron_outputs = [model_box, layer_box, neuron_box, notice, page]
-        neuron_url_js = url_update_js(["model", "layer", "neuron"], drop_keys=["q"])
+        neuron_tab.select(None, here, None, js=after_landing(neuron_url_js))
+        search_tab.select(None, None, None, js=after_landing(url_update_js([], fixed={"view": "search"})))
         moves = [
             (go_button.click, show_neuron, here, "neuron"),
             (layer_box.submit, show_neuron, here, False),
@@ -221,11 +312,11 @@ def build_blocks(
             trigger(search, search_inputs, [search_notice, results], api_name=api_name, api_visibility="public" if api_name else "private").then(
                 None, [keyword_box], None, js=url_update_js(["q"])
             )
-        results.select(open_result, [results], [*neuron_outputs, tabs], api_visibility="private").then(
-            None, here, None, js=neuron_url_js
-        ).then(None, None, [explain_notice, explain_result], js=CLEAR_TWO_JS)
+        open_neuron(results.select, result_neuron, [results])
         copy_button.click(None, here, [link_box, card_box], js=COPY_LINK_JS)
         blocks.load(
             open_link, None, [banner, *neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"
-        ).then(None, [*here, keyword_box], None, js=url_update_js(["model", "layer", "neuron", "q"]))
+        ).then(
+            None, [*here, keyword_box], None, js=landing(landing_url_js)
+        )
     return blocks

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pandas as pd
 
 from hub_sync.format import EXPLANATION_SCORES
 from hub_sync.reader import DatasetError, NeuronDataset
+from hub_sync.records import Example
 from space.explanations import Explanation
 from space.links import NeuronRef, optional_int, random_neuron, resolve, step
 from space.render import message_html, neuron_page_html
-from space.search import SORT_KEYS, SearchResult
+from space.search import SORT_KEYS, Hit, SearchResult
 from space.sources import Catalog
 from space.text import visible_token
 
 RESULT_COLUMNS = [
-    "model", "layer", "neuron", "peak tokens", "matches", "max", "density", "peak concentration",
+    "model", "layer", "neuron", "peak tokens", "matches", "max", "density", "peak concentration", "top example",
     "explanation", "matched", *EXPLANATION_SCORES,
 ]
-RESULT_TYPES = ["str", "number", "number", "str", "number", "number", "number", "number", "str", "str"] + [
+RESULT_TYPES = ["str", "number", "number", "str", "number", "number", "number", "number", "str", "str", "str"] + [
     "number" for _ in EXPLANATION_SCORES
 ]
 RESULT_LIMIT = 100
+SNIPPET_LIMIT = 25  # the first rows get their top example: one ranged read each (a Hub GET), so not all 100
+SNIPPET_BEFORE, SNIPPET_AFTER = 8, 3
+SNIPPET_READERS = 8
+SNIPPETS_KEPT = 4096
+PEAK_MARKS = ("⟦", "⟧")
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,41 @@ def _tokens_text(tokens: list[tuple[str, int]]) -> str:
     return ", ".join(f"{visible_token(token)!r} ×{count}" for token, count in tokens)
 
 
-def results_frame(result: SearchResult) -> pd.DataFrame:
+def peak_snippet(example: Example) -> str:
+    """A few tokens around the example's peak as plain text, the peak token between ⟦ ⟧ (the table shows text)."""
+    marked = [
+        f"{PEAK_MARKS[0]}{visible_token(example.tokens[p])}{PEAK_MARKS[1]}" if p == example.max_position
+        else visible_token(example.tokens[p])
+        for p in example.around_peak(SNIPPET_BEFORE, SNIPPET_AFTER)
+    ]
+    return "".join(marked)
+
+
+@lru_cache(maxsize=SNIPPETS_KEPT)
+def cached_snippet(dataset: NeuronDataset, layer: int, neuron: int) -> str:
+    """A neuron's snippet, kept: the same neurons come back search after search (a failed read is not kept)."""
+    top = next((example for example in dataset.neuron_examples(layer, neuron) if example.kind == "top"), None)
+    return peak_snippet(top) if top else ""
+
+
+def top_snippet(catalog: Catalog, hit: Hit) -> str:
+    """The snippet of the hit's first top example; a note when its examples cannot be read."""
+    try:
+        return cached_snippet(catalog.models[hit.model], hit.layer, hit.neuron)
+    except DatasetError:
+        return "(examples unreadable)"
+
+
+def snippets(catalog: Catalog, hits: list[Hit]) -> list[str]:
+    """Snippets of the first SNIPPET_LIMIT hits, read concurrently; "" for the rest."""
+    with ThreadPoolExecutor(max_workers=SNIPPET_READERS) as pool:
+        shown = list(pool.map(lambda hit: top_snippet(catalog, hit), hits[:SNIPPET_LIMIT]))
+    return shown + [""] * (len(hits) - len(shown))
+
+
+def results_frame(result: SearchResult, top_examples: list[str] | None = None) -> pd.DataFrame:
     """Search hits as the results table shows them (plain text cells: the table does not render HTML)."""
+    top_examples = top_examples or [""] * len(result.hits)
     rows = [
         [
             hit.model,
@@ -99,11 +140,12 @@ def results_frame(result: SearchResult) -> pd.DataFrame:
             round(hit.max, 4),
             round(hit.density, 4),
             round(hit.peak_concentration, 4),
+            snippet,
             hit.explanation,
             hit.matched,
             *(None if hit.scores[name] is None else round(hit.scores[name], 4) for name in EXPLANATION_SCORES),
         ]
-        for hit in result.hits
+        for hit, snippet in zip(result.hits, top_examples, strict=True)
     ]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
@@ -129,5 +171,7 @@ def search_view(
     shown = f"; showing the first {len(result.hits)}" if result.total > len(result.hits) else ""
     hint = " Click a row to open its neuron." if result.hits else ""
     hint += f" Neurons with no {sort} score come last." if sort in EXPLANATION_SCORES and result.hits else ""
-    messages.append(f"{result.total:,} neurons {described}{shown}.{hint}")
-    return message_html(messages), results_frame(result)
+    cut = len(result.hits) > SNIPPET_LIMIT
+    snippet_note = f" Top examples (peak ⟦marked⟧) for the first {SNIPPET_LIMIT}." if cut else ""
+    messages.append(f"{result.total:,} neurons {described}{shown}.{hint}{snippet_note}")
+    return message_html(messages), results_frame(result, snippets(catalog, result.hits))

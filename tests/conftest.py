@@ -1,8 +1,10 @@
 """Shared test set-up: everything runs offline against loopback servers the suite owns."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NEUROSCOPE_RATINGS_DIR", tempfile.mkdtemp(prefix="neuroscope-test-ratings-"))  # not ~/.cache
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -21,9 +21,7 @@ import pytest
 import torch
 from gradio_client import Client
 
-from harvest.corpus import CorpusSpec
-from harvest.models import PROVENANCE_FILE, load_model
-from harvest.run import HarvestConfig, harvest
+from harvest.models import load_model
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
 from space.live.model import LiveModels
@@ -33,26 +31,13 @@ from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
-from tiny_models import native_model
+from harvested import harvested_dataset
 
-WINDOW = 24
 LAYERS = [0, 1, 2]
 MODEL = "test/tiny"
 MISSING = "test/missing-weights"
 SYNTHETIC = "org/synthetic"
 CAP = 63  # the tiny model's context is 64 tokens, BOS included
-
-
-def harvested_dataset(root: Path, name: str, n_windows: int = 40, **model_options) -> tuple[Path, object]:
-    """A small real model (with a provenance name) harvested over the Python docs, and the loaded model."""
-    folder = native_model(root / "model", **model_options)
-    (folder / PROVENANCE_FILE).write_text(json.dumps({"name": name}))
-    model = load_model(str(folder), "cpu")
-    config = HarvestConfig(
-        model=str(folder), corpus=CorpusSpec("python-docs"), out=root / "dataset", tokens=n_windows * WINDOW,
-        window=WINDOW, batch_size=8, top_k=4, random_k=3, bottom_k=2, progress=False,
-    )
-    return harvest(config, model), model
 
 
 def doc_lines(count: int, start: int = 0) -> list[str]:

@@ -9,12 +9,13 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
+from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
+from harvested import harvested_dataset
+from hub_sync.synthetic import write_synthetic_dataset
+from space.live import worked_example as example
 from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
-from test_live_api import harvested_dataset
-from test_space_browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
-from hub_sync.synthetic import write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 MODEL = "test/browser"
@@ -62,6 +63,22 @@ def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(si
     assert page.locator("#ns-live-run").is_disabled()
     page.get_by_role("tab", name="Finder & probe").click()
     assert page.locator("#ns-find").is_disabled() and "names no model" in page.inner_text("#ns-finder-status")
+
+
+def test_the_finder_opens_on_its_worked_example_and_the_probe_draws_its_chart(site):
+    url, page = site
+    page.goto(f"{url}?model={quote(MODEL, safe='')}&layer=0&neuron=1")
+    page.wait_for_selector(".ns-title")
+    page.get_by_role("tab", name="Finder & probe").click()
+    assert page.input_value("#ns-with textarea") == example.WITH_FEATURE
+    assert page.input_value("#ns-without textarea") == example.WITHOUT_FEATURE
+    page.click("#ns-probe")  # one click, nothing typed
+    page.wait_for_selector("#ns-probe-plot svg.ns-probe polyline")
+    chart = page.locator("#ns-probe-plot svg.ns-probe")
+    texts = chart.locator("text").all_text_contents()
+    assert {"held-out accuracy", "probe", "chance"} <= set(texts)
+    assert chart.locator("circle").count() >= 2 and chart.locator("polygon").count() == 1
+    page.screenshot(path=ARTIFACTS / "probe.png", full_page=True)
 
 
 def assert_nothing_ran(page) -> None:

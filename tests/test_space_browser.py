@@ -6,15 +6,12 @@ Screenshots go to artifacts/space/ (gitignored) for a human to look at.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from huggingface_hub import constants
 from playwright.sync_api import Page, sync_playwright
 
+from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
 from hub_sync.synthetic import (
     HOSTILE_EXPLANATIONS,
     HOSTILE_TOKENS,
@@ -26,33 +23,11 @@ from planted import write_planted_dataset
 from space.explainer import LiveExplainer
 from space.server import build_app, running
 from space.sources import open_sources
+from space.views import RESULT_COLUMNS
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--headless",
-    # The iframe test embeds the loopback app in a page routed as https://huggingface.co; on Spaces the app is a
-    # public https origin, here it is loopback, which Chromium's local-network checks would block.
-    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessChecks,BlockInsecurePrivateNetworkRequests",
-]
 RESULT_CELL = "#ns-results [data-testid=cell-{row}-{col}]"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "space"
-
-
-def ensure_chromium() -> str:
-    """Debian's chromium (installed with apt when missing); never Playwright's own download."""
-    if not Path(CHROMIUM).exists() and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +49,6 @@ def page(site) -> Page:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     yield context.new_page()
     context.close()
-
-
-def query(page: Page) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(urlparse(page.url).query).items()}
 
 
 def open_app(page: Page, url: str, link: str) -> None:
@@ -139,6 +110,8 @@ def test_search_then_clicking_a_result_opens_the_neuron(site, page):
     page.wait_for_selector(RESULT_CELL.format(row=1, col=0))
     page.screenshot(path=ARTIFACTS / "search.png", full_page=True)
     model, layer, neuron = (page.inner_text(RESULT_CELL.format(row=1, col=col)).strip() for col in range(3))
+    snippet = page.inner_text(RESULT_CELL.format(row=1, col=RESULT_COLUMNS.index("top example")))
+    assert re.search(r"⟦[^⟧]+⟧", snippet), snippet  # the top example around its peak, the peak marked
     page.click(RESULT_CELL.format(row=1, col=2))
     wait_for_title(page, f"{model} · layer {layer} · neuron {neuron}")
     page.wait_for_function("() => !new URLSearchParams(location.search).has('q')")

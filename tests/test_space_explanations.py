@@ -272,8 +272,8 @@ def search(client: Client, keyword: str, sort: str = "max") -> tuple[str, list[l
 
 
 def as_hits(data: list[list], sort: str) -> list[tuple]:
-    column = RESULT_COLUMNS.index(sort)
-    return [(row[0], row[1], row[2], row[8], row[9], row[column]) for row in data]
+    explanation, matched, column = (RESULT_COLUMNS.index(name) for name in ("explanation", "matched", sort))
+    return [(row[0], row[1], row[2], row[explanation], row[matched], row[column]) for row in data]
 
 
 def same_hits(got: list[tuple], expected: list[tuple]) -> None:
@@ -311,7 +311,8 @@ def test_a_peak_token_search_is_unchanged_and_says_where_it_matched(served, fold
     assert {tuple(row[:3]) for row in data} == {hit[:3] for hit in expected}
     plain_rows = [row for row in data if row[0] == PLAIN]
     assert (PLAIN, 0, 3) in {tuple(row[:3]) for row in plain_rows}
-    assert all(row[8:] == ["", "peak token", None, None, None] for row in plain_rows)
+    first = RESULT_COLUMNS.index("explanation")
+    assert all(row[first:] == ["", "peak token", None, None, None] for row in plain_rows)
 
 
 # --- explaining live ---

@@ -14,7 +14,7 @@ from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
 from space.links import NeuronRef, resolve, resolve_query, step
 from space.sources import open_sources, sources_from_env
 from space.text import visible_token
-from space.views import neuron_view, search_view
+from space.views import SNIPPET_LIMIT, neuron_view, search_view
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,9 @@ def test_tokens_share_one_colour_scale_per_neuron(catalog):
     dataset = catalog.models["org/hostile"]
     page = neuron_view(catalog, "org/hostile", 0, 3).page
     rows = _example_rows(Path(dataset.source), 0, 3)
-    largest = max(abs(value) for row in rows for value in row["activations"])
-    assert f"Colour scale: ±{largest:.3g}" in page
+    after_bos = [value for row in rows for value in row["activations"][1:]]
+    positive, negative = max(max(after_bos), 0) or 1.0, -min(min(after_bos), 0) or 1.0
+    assert f"Colour scale: 0 to +{positive:.3g} (orange), 0 to −{negative:.3g} (blue)" in page
     shades = re.findall(r'<span class="t ([pn])(\d+)', page)
     assert max(int(step) for _, step in shades) == 10
     largest_row = max(rows, key=lambda row: max(abs(value) for value in row["activations"]))
@@ -162,6 +163,21 @@ def test_a_prefix_search_takes_more_tokens_than_the_exact_one_and_stars_alone_ar
     assert all(token_matches(token, "tok1*") for token in ("tok1", "TOK12", " tok1x"))
     _, frame = search_view(catalog, "*", None, None, None, "max")
     assert len(frame) == len(brute_force_search(catalog, "*", 0, 9)) < catalog.index.size, "not every neuron"
+
+
+def test_search_results_show_the_top_example_around_its_peak(catalog):
+    _, frame = search_view(catalog, "", None, None, None, "max")
+    assert len(frame) == 100
+    for _, hit in frame.iloc[:SNIPPET_LIMIT].iterrows():
+        rows = _example_rows(Path(catalog.models[hit["model"]].source), hit["layer"], hit["neuron"])
+        top = next(row for row in rows if row["kind"] == "top" and row["rank"] == 0)
+        peak, tokens = top["max_position"], top["tokens"]
+        shown = [visible_token(token) for token in tokens]
+        shown[peak] = f"⟦{shown[peak]}⟧"
+        assert hit["top example"] == "".join(shown[max(1, peak - 8) : peak + 4])
+    assert set(frame["top example"].iloc[SNIPPET_LIMIT:]) == {""}
+    _, hostile = search_view(catalog, "", ["org/hostile"], None, None, "max")
+    assert any(token in "".join(hostile["top example"]) for token in HOSTILE_TOKENS)  # plain text, as stored
 
 
 def test_search_sorts_and_filters_by_model(catalog):

@@ -12,6 +12,7 @@ from html import escape
 
 import gradio as gr
 
+from space.live import worked_example as example
 from space.live.model import LiveModels
 from space.live.render import LIVE_CSS
 from space.live.stats import DIRECTIONS
@@ -130,9 +131,15 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
         "One text per line. Mark the feature's tokens with `[[...]]` in the first list to make it per token: "
         f"then the marked tokens count as with the feature and the rest of that text as without. {LISTS_CAP_NOTE}"
     )
+    gr.Markdown(
+        f"The lists hold a worked example, *{example.FEATURE}*: press **Find neurons** or **Probe the residual "
+        "stream** to run it, then replace them with your own."
+    )
     with gr.Row():
-        with_box = gr.Textbox(label="Texts with the feature", lines=8, elem_id="ns-with")
-        without_box = gr.Textbox(label="Texts without the feature", lines=8, elem_id="ns-without")
+        with_box = gr.Textbox(example.WITH_FEATURE, label="Texts with the feature", lines=8, elem_id="ns-with")
+        without_box = gr.Textbox(
+            example.WITHOUT_FEATURE, label="Texts without the feature", lines=8, elem_id="ns-without"
+        )
     with gr.Row():
         direction_box = gr.Radio(list(DIRECTIONS), value=DIRECTIONS[0], label="Neurons that fire", scale=3)
         count_box = count_input(scale=1)

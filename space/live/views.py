@@ -30,7 +30,7 @@ from space.live.stats import (
     text_peaks,
 )
 from space.live.texts import TextError, encode_lists, encode_text, token_cap, truncation_notices
-from space.render import activation_scale, message_html
+from space.render import ColourScale, message_html
 from space.sources import Catalog
 
 DEFAULT_COUNT = 20
@@ -109,10 +109,11 @@ def activations_view(context: LiveContext, model: object, layer: object, neuron:
     messages += truncation_notices([encoded], "Text", token_cap(loaded))
     per_layer = context.cache.activations(loaded, encoded.token_ids, dataset.layers)
     values = per_layer[dataset.layers.index(ref.layer), :, ref.neuron].numpy()
-    scale = activation_scale(dataset.neuron_examples(ref.layer, ref.neuron))
+    scale = ColourScale.of_examples(dataset.neuron_examples(ref.layer, ref.neuron))
     result = {
         "model": ref.model, "layer": ref.layer, "neuron": ref.neuron, "token_ids": encoded.token_ids, "tokens": encoded.tokens,
-        "activations": [float(value) for value in values], "scale": scale, "truncated": encoded.truncated,
+        "activations": [float(value) for value in values],
+        "scale": {"positive": scale.positive, "negative": scale.negative}, "truncated": encoded.truncated,
     }
     return message_html(messages), live_tokens_html(ref, encoded.tokens, values, scale), result
 
@@ -237,4 +238,6 @@ def probe_view(context: LiveContext, model: object, with_feature: str | None, wi
         "n_samples": outcome.n_samples, "n_with": int(labels.sum()), "n_without": int((~labels).sum()),
         "trusted": outcome.n_samples >= TRUSTED_SAMPLES,
     }
-    return message_html(messages), probe_plot_svg(layers, result["accuracy"], result["shuffled_mean"], outcome.chance), result
+    return message_html(messages), probe_plot_svg(
+        layers, result["accuracy"], result["shuffled_mean"], result["shuffled_max"], outcome.chance
+    ), result
