@@ -64,19 +64,22 @@ def test_effect_deep_link_reproduces_the_effect_view_and_runs_update_it(site):
     result = page.inner_text("#ns-effect-result")
     assert "L1N5 = " in result and "L0N2 = " in result and "clamp 2x max" in result and "Direct logit effects" in result
     shown = "".join(page.locator("#ns-effect-result .ns-text .t").all_inner_texts())
-    assert "<img src=x onerror=window.__pwned=1>" in shown and "KL" in page.get_attribute("#ns-effect-result .ns-text .t >> nth=2", "title")
+    assert "<img src=x onerror=window.__pwned=1>" in shown
+    assert "KL" in page.get_attribute("#ns-effect-result .ns-text .t >> nth=2", "title")
     assert_nothing_ran(page)
     page.screenshot(path=ARTIFACTS / "effect.png", full_page=True)
     page.fill("#ns-intervention textarea, #ns-intervention input", "zero")
     page.fill("#ns-effect-text textarea", "while True:\n    pass")
     page.click("#ns-ablate")
     page.wait_for_function("() => new URLSearchParams(location.search).get('intervention') === 'zero'")
-    assert query(page)["effect"] == "while True:\n    pass" and query(page)["neurons"] == "L1N5, L0N2" and "text" not in query(page)
+    link = query(page)
+    assert link["effect"] == "while True:\n    pass" and link["neurons"] == "L1N5, L0N2" and "text" not in link
     page.wait_for_function("() => document.querySelector('#ns-effect-result').innerText.includes('(zero,')")
     page.fill("#ns-new-tokens input", "5")
     page.click("#ns-steer")
     page.wait_for_selector("#ns-steer-result .ns-steer")
-    assert "Unsteered" in page.inner_text("#ns-steer-result") and "5 new tokens at most, greedy" in page.inner_text("#ns-steer-result")
+    steered = page.inner_text("#ns-steer-result")
+    assert "Unsteered" in steered and "5 new tokens at most, greedy" in steered
     page.fill("#ns-seed textarea, #ns-seed input", "3")
     page.click("#ns-steer")
     page.wait_for_function("() => document.querySelector('#ns-steer-result').innerText.includes('sampled with seed 3')")
@@ -91,13 +94,17 @@ def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(si
     page.get_by_role("tab", name="Live").click()
     page.wait_for_function("() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')")
     assert page.locator("#ns-live-run").is_disabled()
+    page.get_by_role("tab", name="Effect").click()
+    assert page.locator("#ns-ablate").is_disabled() and page.locator("#ns-steer").is_disabled()
+    assert "names no model" in page.inner_text("#ns-effect-status")
     page.get_by_role("tab", name="Finder & probe").click()
     assert page.locator("#ns-find").is_disabled() and "names no model" in page.inner_text("#ns-finder-status")
 
 
 def assert_nothing_ran(page) -> None:
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    panes = "#ns-notice img, #ns-page img, .ns-live-table img, [id^=ns-live] img, [id^=ns-find] img, [id^=ns-effect] img"
+    panes = "#ns-notice img, #ns-page img, .ns-live-table img, [id^=ns-live] img, [id^=ns-find] img"
+    panes += ", [id^=ns-effect] img, [id^=ns-steer] img"
     assert page.locator(panes).count() == 0
 
 
