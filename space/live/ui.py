@@ -161,8 +161,8 @@ def build_effect_tab(context: LiveContext, controls: NeuronControls) -> None:
             DEFAULT_NEW_TOKENS, label=f"New tokens (1 to {MAX_NEW_TOKENS})", elem_id="ns-new-tokens"
         )
         seed_box = gr.Textbox(label="Seed (empty: greedy)", elem_id="ns-seed")  # a Number box sends 0 when empty
-    notice, effect_pane, steer_notice, steer_pane = html_panes(
-        "ns-effect-notice", "ns-effect-result", "ns-steer-notice", "ns-steer-result"
+    steer_notice, steer_pane, notice, effect_pane = html_panes(  # the short continuations first, the long tables last
+        "ns-steer-notice", "ns-steer-result", "ns-effect-notice", "ns-effect-result"
     )
     values, steer_values = json_values("ablate", "steer")
 
