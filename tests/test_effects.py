@@ -310,5 +310,6 @@ def test_bad_input_gives_a_message_never_an_error(served):
     notice, _, values = client.predict(GPT2, "L1N1", "hello there", "zero", 64, api_name="/steer")
     assert f"leaves room for {64 - len(values['token_ids'])} new tokens" in notice
     notice, _, values = client.predict(GPT2, "L1N1", "hello", "zero", 0, 3.5, api_name="/steer")
-    assert "New tokens: 0 is not in 1..64; generating 1." in notice and "Seed 3.5 is not a whole number" in notice
+    assert "New tokens: 0 is not in 1..64; generating 1." in notice
+    assert "Seed &#x27;3.5&#x27; is not a whole number; generating greedily" in notice  # the seed box is text
     assert values["seed"] is None and len(values["clean"]["token_ids"]) == 1
