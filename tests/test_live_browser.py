@@ -83,7 +83,14 @@ def test_effect_deep_link_reproduces_the_effect_view_and_runs_update_it(site):
     page.fill("#ns-seed textarea, #ns-seed input", "3")
     page.click("#ns-steer")
     page.wait_for_function("() => document.querySelector('#ns-steer-result').innerText.includes('sampled with seed 3')")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('seed') === '3'")
+    assert query(page)["steer"] == "5"
     page.screenshot(path=ARTIFACTS / "steer.png", full_page=True)
+    continuations = page.inner_text("#ns-steer-result")
+    page.goto(page.url)  # the Steer button's link reproduces both views
+    page.wait_for_selector("#ns-steer-result .ns-steer")
+    assert page.inner_text("#ns-steer-result") == continuations and page.input_value("#ns-new-tokens input") == "5"
+    assert "(zero," in page.inner_text("#ns-effect-result")
     assert_nothing_ran(page)
 
 

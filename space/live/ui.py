@@ -4,7 +4,8 @@
 
 Each run is a named API endpoint (/activations, /top_neurons, /ablate, /steer, /find, /probe). The model is the
 one chosen in the Neuron tab; when it cannot run, the buttons are off and the tab says why.
-A deep link with `&text=...` opens the Live tab and reproduces its view; `&effect=...` does so for the Effect tab.
+A deep link with `&text=...` opens the Live tab and reproduces its view; `&effect=...` does so for the Effect tab
+(with `&steer=...`, its continuations too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from space.live.views import (
     probe_view,
     top_neurons_view,
 )
-from space.links import resolve
+from space.links import parse_int, resolve
 from space.live.forward import ActivationCache
 from space.render import message_html
 from space.sources import Catalog
@@ -37,7 +38,8 @@ from space.ui import ExtraTab, NeuronControls, url_update_js
 
 TEXT_KEY = "text"
 EFFECT_TEXT_KEY, NEURONS_KEY, INTERVENTION_KEY = "effect", "neurons", "intervention"
-EFFECT_KEYS = [EFFECT_TEXT_KEY, NEURONS_KEY, INTERVENTION_KEY]
+STEER_KEY, SEED_KEY = "steer", "seed"
+EFFECT_KEYS = [EFFECT_TEXT_KEY, NEURONS_KEY, INTERVENTION_KEY, STEER_KEY, SEED_KEY]
 # The events that run the model queue in one group, one at a time (the model lock would serialise them anyway;
 # the queue shows waiting users their place and keeps one probe's memory at a time). Views that only read
 # datasets stay concurrent.
@@ -177,13 +179,7 @@ def build_effect_tab(context: LiveContext, controls: NeuronControls) -> None:
 
     def open_link(request: gr.Request):
         params = dict(request.query_params) if request else {}
-        text = params.get(EFFECT_TEXT_KEY)
-        model, neurons = params.get("model"), params.get(NEURONS_KEY, "")
-        intervention = params.get(INTERVENTION_KEY, DEFAULT_INTERVENTION)
-        if not text:
-            return (*refresh(model), neurons, intervention, "", "", "", {})
-        view = ablate_view(context, model, neurons, text, intervention, params.get("layer"), params.get("neuron"))
-        return (*refresh(model), neurons, intervention, text, *view)
+        return (*refresh(params.get("model")), *effect_link_views(context, params))
 
     shared = [controls.model, neurons_box, text_box, intervention_box]
     current = [controls.layer, controls.neuron]
@@ -192,16 +188,32 @@ def build_effect_tab(context: LiveContext, controls: NeuronControls) -> None:
     ablate_outputs, steer_outputs = [notice, effect_pane, values], [steer_notice, steer_pane, steer_values]
     ablate_button.click(ablate, [*shared, *current], ablate_outputs, api_name="ablate", **MODEL_EVENTS).then(
         refresh, [controls.model], buttons, api_visibility="private"
-    ).then(None, [*shared, *current], None, js=url_update_js(link_keys, drop_keys=[TEXT_KEY]))
+    ).then(None, [*shared, *current], None, js=url_update_js(link_keys, [TEXT_KEY, STEER_KEY, SEED_KEY]))
     steer_inputs = [*shared, new_tokens_box, seed_box, *current]
+    steer_keys = [*link_keys[:4], STEER_KEY, SEED_KEY, *link_keys[4:]]
     steer_button.click(steer, steer_inputs, steer_outputs, api_name="steer", **MODEL_EVENTS).then(
         refresh, [controls.model], buttons, api_visibility="private"
-    )
+    ).then(None, steer_inputs, None, js=url_update_js(steer_keys, [TEXT_KEY]))
     controls.model.change(refresh, [controls.model], buttons, api_visibility="private")
+    link_inputs = [neurons_box, intervention_box, text_box, new_tokens_box, seed_box]
     controls.blocks.load(
-        open_link, None, [*buttons, neurons_box, intervention_box, text_box, notice, effect_pane, values],
-        api_visibility="private",
+        open_link, None, [*buttons, *link_inputs, *ablate_outputs, *steer_outputs], api_visibility="private"
     )
+
+
+def effect_link_views(context: LiveContext, params: dict[str, str]) -> tuple:
+    """What an `&effect=TEXT` link shows: its inputs, the Ablate view, and with `&steer=N` the Steer view too (that
+    link is the Steer button's: the Ablate view of the same inputs comes with it)."""
+    model, neurons, text = params.get("model"), params.get(NEURONS_KEY, ""), params.get(EFFECT_TEXT_KEY, "")
+    intervention = params.get(INTERVENTION_KEY, DEFAULT_INTERVENTION)
+    steer, seed, current = params.get(STEER_KEY), params.get(SEED_KEY, ""), (params.get("layer"), params.get("neuron"))
+    inputs = (neurons, intervention, text, parse_int(steer) or DEFAULT_NEW_TOKENS, seed)
+    nothing = ("", "", {})
+    if not text:
+        return (*inputs, *nothing, *nothing)
+    ablated = ablate_view(context, model, neurons, text, intervention, *current)
+    steered = steer_view(context, model, neurons, text, intervention, steer, seed, *current) if steer else nothing
+    return (*inputs, *ablated, *steered)
 
 
 def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
