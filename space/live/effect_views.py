@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harvest.models import LoadedModel
 from space.links import optional_int
 from space.live.effect_render import effect_html, steer_html
 from space.live.effects import Effect, compare, paired_generation, paired_log_probs, until_eos
@@ -50,18 +51,18 @@ def _clamp_rows(clamps: list[Clamp]) -> list[dict]:
     return [{"layer": clamp.layer, "neuron": clamp.neuron, "value": clamp.value} for clamp in clamps]
 
 
-def _optional(values: torch.Tensor) -> list[float | None]:
+def _losses(values: torch.Tensor) -> list[float | None]:
     """Per-position losses, with None at the last position (nothing follows it)."""
     return [*(float(value) for value in values), None]
 
 
-def top_changes(effect: Effect, request: EffectRequest) -> dict[str, list[dict]]:
+def top_changes(effect: Effect, model: LoadedModel) -> dict[str, list[dict]]:
     """The vocabulary tokens whose mean log-probability rose most and fell most, with before and after."""
     change = effect.mean_intervened - effect.mean_clean
 
     def rows(order: torch.Tensor, keep: torch.Tensor) -> list[dict]:
         ids = [int(index) for index in order if keep[index]]
-        tokens = decode_each(request.target.model, ids)
+        tokens = decode_each(model, ids)
         return [{"token_id": index, "token": token, "before": float(effect.mean_clean[index]),
                  "after": float(effect.mean_intervened[index]), "change": float(change[index])}
                 for index, token in zip(ids, tokens, strict=True)]
@@ -85,11 +86,11 @@ def ablate_view(context: LiveContext, model: object, neurons: str | None, text: 
     after_bos = effect.kl[1:]
     result = {
         "model": target.ref.model, "neurons": _clamp_rows(request.clamps), "intervention": str(request.intervention),
-        "token_ids": encoded.token_ids, "tokens": encoded.tokens, "loss": _optional(effect.loss),
-        "intervened_loss": _optional(effect.intervened_loss), "kl": [float(value) for value in effect.kl],
+        "token_ids": encoded.token_ids, "tokens": encoded.tokens, "loss": _losses(effect.loss),
+        "intervened_loss": _losses(effect.intervened_loss), "kl": [float(value) for value in effect.kl],
         "mean_loss": float(effect.loss.mean()), "mean_intervened_loss": float(effect.intervened_loss.mean()),
         "mean_kl": float(after_bos.mean()), "max_kl": float(after_bos.max()),
-        "top_changes": top_changes(effect, request), "truncated": encoded.truncated,
+        "top_changes": top_changes(effect, target.model), "truncated": encoded.truncated,
     }
     direct = [target.dataset.neuron_stats(clamp.layer, clamp.neuron) for clamp in request.clamps[:DIRECT_SHOWN]]
     html = effect_html(target.ref.model, request.clamps, result, direct)
