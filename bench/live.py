@@ -6,7 +6,9 @@ so /top_neurons ranks every neuron), then timed on distinct 128-token texts so n
 - bare: `bridge(tokens)`, the full forward pass to logits (BOS + 128 tokens), tokenization included;
 - /activations server side (tokenize, forward, one neuron's examples read for its scale, HTML);
 - /top_neurons right after it on the same text, as the UI runs them (it reuses the forward);
-- /activations end to end through gradio_client against the real server (a text the server has not run).
+- /activations end to end through gradio_client against the real server (a text the server has not run);
+- /ablate server side (two neurons zeroed: one forward of the text clean and intervened as two rows, losses, KL,
+  top changes, HTML), against two bare forwards.
 Bare and live runs alternate text by text, and the overhead is the median of the per-text ratios, so a
 shared machine's load does not fall on one side only.
 Target: median overhead <= 20% over the bare forward pass.
@@ -34,6 +36,7 @@ from gradio_client import Client  # noqa: E402
 from harvest.corpus import CorpusSpec, iter_documents  # noqa: E402
 from harvest.run import HarvestConfig, harvest  # noqa: E402
 from harvest.smollm2 import export_smollm2  # noqa: E402
+from space.live.effect_views import ablate_view  # noqa: E402
 from space.live.forward import ActivationCache  # noqa: E402
 from space.live.model import LiveModels  # noqa: E402
 from space.live.ui import live_tabs  # noqa: E402
@@ -113,10 +116,15 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
         notice, _, values = activations_view(context, name, layer, neuron, text)
         assert values, notice
 
+    def ablate(text: str) -> None:
+        notice, _, values = ablate_view(context, name, f"L{layer}N{neuron}, L{layer}N{neuron + 1}", text, "zero")
+        assert values, notice
+
     bare(warm_up)
     activations(warm_up)
     times: dict[str, list[float]] = {"bare forward": [], "/activations (server)": [], "/top_neurons after it (server)": [],
-                                     "bare forward (client round)": [], "/activations (gradio_client)": []}
+                                     "bare forward (client round)": [], "/activations (gradio_client)": [],
+                                     "/ablate (server)": []}
     with running(build_app(catalog, live_tabs(live_models))) as url:
         client = Client(url, verbose=False)
         client.predict(name, layer, neuron, warm_up, api_name="/activations")
@@ -125,6 +133,7 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
             times["bare forward"].append(seconds(bare, text))
             times["/activations (server)"].append(seconds(activations, text))
             times["/top_neurons after it (server)"].append(seconds(top_neurons_view, context, name, text, 20))
+            times["/ablate (server)"].append(seconds(ablate, text))
             times["bare forward (client round)"].append(seconds(bare, text))
             times["/activations (gradio_client)"].append(  # the server's own cache has not seen this text
                 seconds(client.predict, name, layer, neuron, text, api_name="/activations")
@@ -136,6 +145,9 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
     print("|---|---:|---:|")
     for key, samples_s in times.items():
         print(f"| {key} | {summary(samples_s)} |")
+    paired = zip(times["/ablate (server)"], times["bare forward"], strict=True)
+    two_forwards = [effect / (2 * plain) for effect, plain in paired]
+    print(f"/ablate over two bare forward passes, median of paired runs: {statistics.median(two_forwards):.2f}x")
     overhead = statistics.median(server)
     verdict = "meets" if overhead <= TARGET_OVERHEAD else "MISSES"
     print(f"/activations over the bare forward pass, median of paired runs: {100 * overhead:+.1f}% server side "

@@ -1,6 +1,6 @@
-"""The live tabs in Debian's chromium: a `&text=` deep link reproduces the live view; a model that cannot load
-turns the buttons off with its reason while its neuron pages still open; a dataset whose model name is markup
-runs nothing on any tab and shows its name literally."""
+"""The live tabs in Debian's chromium: a `&text=` deep link reproduces the live view, an `&effect=` link the Effect
+view; a model that cannot load turns the buttons off with its reason while its neuron pages still open; a dataset
+whose model name is markup runs nothing on any tab and shows its name literally."""
 
 from __future__ import annotations
 
@@ -54,6 +54,47 @@ def test_text_deep_link_reproduces_the_live_view_and_runs_update_it(site):
     page.wait_for_function("() => document.querySelector('#ns-live-tokens').innerText.includes('pass')")
 
 
+def test_effect_deep_link_reproduces_the_effect_view_and_runs_update_it(site):
+    url, page = site
+    text = "def <img src=x onerror=window.__pwned=1>(x):\n    return x"
+    page.goto(f"{url}?model={quote(MODEL, safe='')}&layer=1&neuron=5&effect={quote(text, safe='')}"
+              f"&neurons=L1N5%2C%20L0N2&intervention=clamp%202x%20max")
+    page.wait_for_selector("#ns-effect-result .ns-text .t")
+    assert page.input_value("#ns-effect-text textarea") == text
+    assert page.input_value("#ns-effect-neurons textarea, #ns-effect-neurons input") == "L1N5, L0N2"
+    result = page.inner_text("#ns-effect-result")
+    assert "L1N5 = " in result and "L0N2 = " in result and "clamp 2x max" in result and "Direct logit effects" in result
+    shown = "".join(page.locator("#ns-effect-result .ns-text .t").all_inner_texts())
+    assert "<img src=x onerror=window.__pwned=1>" in shown
+    assert "KL" in page.get_attribute("#ns-effect-result .ns-text .t >> nth=2", "title")
+    assert_nothing_ran(page)
+    page.screenshot(path=ARTIFACTS / "effect.png", full_page=True)
+    page.fill("#ns-intervention textarea, #ns-intervention input", "zero")
+    page.fill("#ns-effect-text textarea", "while True:\n    pass")
+    page.click("#ns-ablate")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('intervention') === 'zero'")
+    link = query(page)
+    assert link["effect"] == "while True:\n    pass" and link["neurons"] == "L1N5, L0N2" and "text" not in link
+    page.wait_for_function("() => document.querySelector('#ns-effect-result').innerText.includes('(zero,')")
+    page.fill("#ns-new-tokens input", "5")
+    page.click("#ns-steer")
+    page.wait_for_selector("#ns-steer-result .ns-steer")
+    steered = page.inner_text("#ns-steer-result")
+    assert "Unsteered" in steered and "5 new tokens at most, greedy" in steered
+    page.fill("#ns-seed textarea, #ns-seed input", "3")
+    page.click("#ns-steer")
+    page.wait_for_function("() => document.querySelector('#ns-steer-result').innerText.includes('sampled with seed 3')")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('seed') === '3'")
+    assert query(page)["steer"] == "5"
+    page.screenshot(path=ARTIFACTS / "steer.png", full_page=True)
+    continuations = page.inner_text("#ns-steer-result")
+    page.goto(page.url)  # the Steer button's link reproduces both views
+    page.wait_for_selector("#ns-steer-result .ns-steer")
+    assert page.inner_text("#ns-steer-result") == continuations and page.input_value("#ns-new-tokens input") == "5"
+    assert "(zero," in page.inner_text("#ns-effect-result")
+    assert_nothing_ran(page)
+
+
 def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(site):
     url, page = site
     page.goto(f"{url}?model=org/synthetic&layer=0&neuron=1")
@@ -61,6 +102,9 @@ def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(si
     page.get_by_role("tab", name="Live").click()
     page.wait_for_function("() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')")
     assert page.locator("#ns-live-run").is_disabled()
+    page.get_by_role("tab", name="Effect").click()
+    assert page.locator("#ns-ablate").is_disabled() and page.locator("#ns-steer").is_disabled()
+    assert "names no model" in page.inner_text("#ns-effect-status")
     page.get_by_role("tab", name="Finder & probe").click()
     assert page.locator("#ns-find").is_disabled() and "names no model" in page.inner_text("#ns-finder-status")
 
@@ -84,6 +128,7 @@ def test_the_finder_opens_on_its_worked_example_and_the_probe_draws_its_chart(si
 def assert_nothing_ran(page) -> None:
     assert page.evaluate("typeof window.__pwned") == "undefined"
     panes = "#ns-notice img, #ns-page img, .ns-live-table img, [id^=ns-live] img, [id^=ns-find] img"
+    panes += ", [id^=ns-effect] img, [id^=ns-steer] img"
     assert page.locator(panes).count() == 0
 
 
@@ -103,6 +148,12 @@ def test_a_model_name_made_of_markup_runs_nothing_on_any_tab_and_shows_literally
     page.click("#ns-live-run")
     page.wait_for_selector("#ns-top-neurons .ns-live-table")
     assert EVIL in page.inner_text("#ns-live-tokens")
+    assert_nothing_ran(page)
+    page.get_by_role("tab", name="Effect").click()
+    page.fill("#ns-effect-text textarea", "def f(x):\n    return x")
+    page.click("#ns-ablate")
+    page.wait_for_selector("#ns-effect-result .ns-text .t")
+    assert EVIL in page.inner_text("#ns-effect-result")
     assert_nothing_ran(page)
     page.get_by_role("tab", name="Finder & probe").click()
     page.wait_for_function("t => document.querySelector('#ns-finder-status').innerText.includes('Runs ' + t)", arg=EVIL)

@@ -1,7 +1,7 @@
 """Many users at once: live calls sent together through the real server equal the same calls made one at a time.
 
 The live model is shared by every request of a process; a hook added by one request must never fire on
-another's forward pass. Texts of equal and unequal lengths, all four live endpoints, one client per thread.
+another's forward pass. Texts of equal and unequal lengths, all six live endpoints, one client per thread.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def calls(model) -> list[tuple[str, tuple]]:
     for index, text in enumerate(equal + unequal):
         requests.append(("/activations", (MODEL, index % 4, 5 + index, text)))
         requests.append(("/top_neurons", (MODEL, text, 10)))
+        requests.append(("/ablate", (MODEL, f"L{index % 4}N{index}, L3N{20 + index}", text, "clamp 2x max")))
+    for index, text in enumerate(equal):
+        requests.append(("/steer", (MODEL, f"L{index}N{30 + index}", text, "clamp 8", 4, index or None)))
     for start, (n_with, n_without) in enumerate(((5, 6), (8, 5))):
         with_feature = "\n".join(doc_lines(n_with, start=1000 + 40 * start))
         without_feature = "\n".join(doc_lines(n_without, start=1020 + 40 * start))
@@ -106,7 +109,7 @@ def test_model_events_queue_one_at_a_time_while_browsing_stays_concurrent():
     blocks = build_blocks(open_sources([]), live_tabs())
     blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS)
     by_name = {fn.api_name: fn for fn in blocks.fns.values() if fn.api_name}
-    model_events = [by_name[name] for name in ("activations", "top_neurons", "find", "probe")]
+    model_events = [by_name[name] for name in ("activations", "top_neurons", "ablate", "steer", "find", "probe")]
     assert len({fn.concurrency_id for fn in model_events}) == 1 and {fn.concurrency_limit for fn in model_events} == {1}
     assert by_name["neuron"].concurrency_id != model_events[0].concurrency_id
     assert by_name["neuron"].concurrency_limit in ("default", CONCURRENT_EVENTS)

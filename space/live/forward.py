@@ -39,7 +39,8 @@ def one_at_a_time(model_call: Callable) -> Callable:
     return serialised
 
 
-def _device(model: LoadedModel) -> torch.device:
+def model_device(model: LoadedModel) -> torch.device:
+    """Where the model's weights are: inputs go there."""
     return next(model.bridge.parameters()).device
 
 
@@ -56,7 +57,7 @@ def token_activations(model: LoadedModel, token_ids: Sequence[int], layers: Sequ
 
         return hook
 
-    tokens = torch.tensor([list(token_ids)], device=_device(model))
+    tokens = torch.tensor([list(token_ids)], device=model_device(model))
     hooks = [(MLP_HOOK.format(layer=layer), keep(layer)) for layer in layers]
     model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=max(layers) + 1, return_type=None)
     return torch.stack([captured[layer] for layer in layers])
@@ -79,7 +80,7 @@ def pooled_activations(
 ) -> torch.Tensor:
     """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions;
     `progress` hears before each batch how many texts have run, and at the end."""
-    device = _device(model)
+    device = model_device(model)
     stop_at_layer = max(int(name.split(".")[1]) for name in hook_names) + 1
     pooled: torch.Tensor | None = None
     order = sorted(range(len(texts)), key=lambda index: len(texts[index].token_ids))

@@ -84,6 +84,11 @@ def check_unicode(text: str) -> None:
             )
 
 
+def decode_each(model: LoadedModel, token_ids: list[int]) -> list[str]:
+    """Each token decoded alone, as the dataset stores token strings."""
+    return model.tokenizer.batch_decode([[token] for token in token_ids], clean_up_tokenization_spaces=False)
+
+
 def encode_text(model: LoadedModel, text: str, allow_marks: bool = False) -> EncodedText:
     """Tokenize as the harvest does (no special tokens, BOS prepended), cut to the cap, marks resolved to tokens."""
     plain, spans = strip_marks(text) if allow_marks else (text, [])
@@ -104,7 +109,7 @@ def encode_text(model: LoadedModel, text: str, allow_marks: bool = False) -> Enc
         inside = [any(start < end_span and end > start_span for start_span, end_span in spans) for start, end in offsets]
         marked = np.array([False, *inside])
     token_ids = [model.bos_id, *kept]
-    tokens = model.tokenizer.batch_decode([[token] for token in token_ids], clean_up_tokenization_spaces=False)
+    tokens = decode_each(model, token_ids)
     n_text_tokens = max(len(ids), len(kept) + 1) if cut_characters else len(ids)
     return EncodedText(text, token_ids, tokens, marked, n_text_tokens)
 

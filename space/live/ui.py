@@ -1,9 +1,11 @@
-"""The live tabs: Live (text -> the current neuron's activations, and the neurons that fire most) and
-Finder & probe (two lists of texts -> separating neurons, and a residual-stream probe by layer).
+"""The live tabs: Live (text -> the current neuron's activations, and the neurons that fire most), Effect
+(neurons set to a value on a text -> how the predictions change, and what the model writes) and Finder & probe
+(two lists of texts -> separating neurons, and a residual-stream probe by layer).
 
-Each run is a named API endpoint (/activations, /top_neurons, /find, /probe). The model is the one
-chosen in the Neuron tab; when it cannot run, the buttons are off and the tab says why.
-A deep link with `&text=...` opens the Live tab and reproduces its view.
+Each run is a named API endpoint (/activations, /top_neurons, /ablate, /steer, /find, /probe). The model is the
+one chosen in the Neuron tab; when it cannot run, the buttons are off and the tab says why.
+A deep link with `&text=...` opens the Live tab and reproduces its view; `&effect=...` does so for the Effect tab
+(with `&steer=...`, its continuations too).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from html import escape
 import gradio as gr
 
 from space.live import worked_example as example
+from space.live.effect_render import EFFECT_CSS
+from space.live.effect_views import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, ablate_view, steer_view
+from space.live.interventions import DEFAULT_INTERVENTION, INTERVENTION_HELP, MAX_NEURONS
 from space.live.model import LiveModels
 from space.live.render import LIVE_CSS
 from space.live.stats import DIRECTIONS
@@ -26,13 +31,16 @@ from space.live.views import (
     probe_view,
     top_neurons_view,
 )
-from space.links import resolve
+from space.links import parse_int, resolve
 from space.live.forward import ActivationCache
 from space.render import message_html
 from space.sources import Catalog
 from space.ui import ExtraTab, NeuronControls, url_update_js
 
 TEXT_KEY = "text"
+EFFECT_TEXT_KEY, NEURONS_KEY, INTERVENTION_KEY = "effect", "neurons", "intervention"
+STEER_KEY, SEED_KEY = "steer", "seed"
+EFFECT_KEYS = [EFFECT_TEXT_KEY, NEURONS_KEY, INTERVENTION_KEY, STEER_KEY, SEED_KEY]
 # The events that run the model queue in one group, one at a time (the model lock would serialise them anyway;
 # the queue shows waiting users their place and keeps one probe's memory at a time). Views that only read
 # datasets stay concurrent.
@@ -67,6 +75,11 @@ def count_input(**layout) -> gr.Number:
     return gr.Number(DEFAULT_COUNT, label=f"Neurons to list (1 to {MAX_COUNT})", **layout)
 
 
+def text_input(element_id: str) -> gr.Textbox:
+    """The box for the text a live view runs on."""
+    return gr.Textbox(label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id=element_id)
+
+
 def html_panes(*element_ids: str) -> list[gr.HTML]:
     """Output panes, one per element id (the browser tests find them by id)."""
     return [gr.HTML(elem_id=element_id) for element_id in element_ids]
@@ -82,7 +95,7 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
     """Text box, Run, the current neuron's coloured tokens, and the neurons that fire most on the text."""
     gr.HTML(f"<style>{LIVE_CSS}</style>", padding=False)
     status = gr.HTML(elem_id="ns-live-status")
-    text_box = gr.Textbox(label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id="ns-live-text")
+    text_box = text_input("ns-live-text")
     gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {TEXT_CAP_NOTE}")
     with gr.Row():
         run_button = gr.Button("Run", variant="primary", size="sm", elem_id="ns-live-run")
@@ -115,13 +128,93 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
         top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values],
         api_name="top_neurons", **MODEL_EVENTS,
     ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
-        None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY])
+        None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY], drop_keys=EFFECT_KEYS)
     )
     controls.model.change(refresh, [controls.model], [status, run_button], api_visibility="private")
     controls.blocks.load(
         open_link, None, [status, run_button, text_box, notice, tokens, values, top_notice, top_tables, top_values],
         api_visibility="private",
     )
+
+
+def build_effect_tab(context: LiveContext, controls: NeuronControls) -> None:
+    """Neurons, an intervention and a text; Ablate (per-token loss change, KL, most-changed predictions beside the
+    direct logit effects) and Steer (continuations with and without the intervention)."""
+    gr.HTML(f"<style>{LIVE_CSS}{EFFECT_CSS}</style>", padding=False)
+    status = gr.HTML(elem_id="ns-effect-status")
+    with gr.Row():
+        neurons_box = gr.Textbox(
+            label=f"Neurons (at most {MAX_NEURONS})", placeholder="L3N42, L5N7 (empty: the neuron of the Neuron tab)",
+            scale=2, elem_id="ns-effect-neurons",
+        )
+        intervention_box = gr.Textbox(
+            DEFAULT_INTERVENTION, label="Intervention", info=INTERVENTION_HELP, scale=2, elem_id="ns-intervention"
+        )
+    text_box = text_input("ns-effect-text")
+    gr.Markdown(
+        "Each neuron is set to the value at every position after BOS. **Ablate** runs the text clean and with the "
+        "neurons set: each token is coloured by how much harder (orange) or easier (blue) it became to predict. "
+        f"**Steer** writes up to {MAX_NEW_TOKENS} tokens after the text with and without them (greedy; with a seed, "
+        f"sampled). {TEXT_CAP_NOTE}"
+    )
+    with gr.Row():
+        ablate_button = gr.Button("Ablate", variant="primary", size="sm", elem_id="ns-ablate")
+        steer_button = gr.Button("Steer", size="sm", elem_id="ns-steer")
+        new_tokens_box = gr.Number(
+            DEFAULT_NEW_TOKENS, label=f"New tokens (1 to {MAX_NEW_TOKENS})", elem_id="ns-new-tokens"
+        )
+        seed_box = gr.Textbox(label="Seed (empty: greedy)", elem_id="ns-seed")  # a Number box sends 0 when empty
+    steer_notice, steer_pane, notice, effect_pane = html_panes(  # the short continuations first, the long tables last
+        "ns-steer-notice", "ns-steer-result", "ns-effect-notice", "ns-effect-result"
+    )
+    values, steer_values = json_values("ablate", "steer")
+
+    def ablate(model, neurons, text, intervention, layer=None, neuron=None):
+        return ablate_view(context, model, neurons, text, intervention, layer, neuron)
+
+    def steer(model, neurons, text, intervention, new_tokens=DEFAULT_NEW_TOKENS, seed=None, layer=None, neuron=None):
+        return steer_view(context, model, neurons, text, intervention, new_tokens, seed, layer, neuron)
+
+    def refresh(model):
+        return _status_outputs(context, model, 2)
+
+    def open_link(request: gr.Request):
+        params = dict(request.query_params) if request else {}
+        return (*refresh(params.get("model")), *effect_link_views(context, params))
+
+    shared = [controls.model, neurons_box, text_box, intervention_box]
+    current = [controls.layer, controls.neuron]
+    buttons = [status, ablate_button, steer_button]
+    link_keys = ["model", NEURONS_KEY, EFFECT_TEXT_KEY, INTERVENTION_KEY, "layer", "neuron"]
+    ablate_outputs, steer_outputs = [notice, effect_pane, values], [steer_notice, steer_pane, steer_values]
+    ablate_button.click(ablate, [*shared, *current], ablate_outputs, api_name="ablate", **MODEL_EVENTS).then(
+        refresh, [controls.model], buttons, api_visibility="private"
+    ).then(None, [*shared, *current], None, js=url_update_js(link_keys, [TEXT_KEY, STEER_KEY, SEED_KEY]))
+    steer_inputs = [*shared, new_tokens_box, seed_box, *current]
+    steer_keys = [*link_keys[:4], STEER_KEY, SEED_KEY, *link_keys[4:]]
+    steer_button.click(steer, steer_inputs, steer_outputs, api_name="steer", **MODEL_EVENTS).then(
+        refresh, [controls.model], buttons, api_visibility="private"
+    ).then(None, steer_inputs, None, js=url_update_js(steer_keys, [TEXT_KEY]))
+    controls.model.change(refresh, [controls.model], buttons, api_visibility="private")
+    link_inputs = [neurons_box, intervention_box, text_box, new_tokens_box, seed_box]
+    controls.blocks.load(
+        open_link, None, [*buttons, *link_inputs, *ablate_outputs, *steer_outputs], api_visibility="private"
+    )
+
+
+def effect_link_views(context: LiveContext, params: dict[str, str]) -> tuple:
+    """What an `&effect=TEXT` link shows: its inputs, the Ablate view, and with `&steer=N` the Steer view too (that
+    link is the Steer button's: the Ablate view of the same inputs comes with it)."""
+    model, neurons, text = params.get("model"), params.get(NEURONS_KEY, ""), params.get(EFFECT_TEXT_KEY, "")
+    intervention = params.get(INTERVENTION_KEY, DEFAULT_INTERVENTION)
+    steer, seed, current = params.get(STEER_KEY), params.get(SEED_KEY, ""), (params.get("layer"), params.get("neuron"))
+    inputs = (neurons, intervention, text, parse_int(steer) or DEFAULT_NEW_TOKENS, seed)
+    nothing = ("", "", {})
+    if not text:
+        return (*inputs, *nothing, *nothing)
+    ablated = ablate_view(context, model, neurons, text, intervention, *current)
+    steered = steer_view(context, model, neurons, text, intervention, steer, seed, *current) if steer else nothing
+    return (*inputs, *ablated, *steered)
 
 
 def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
@@ -180,7 +273,7 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
 
 
 def live_tabs(models: LiveModels | None = None) -> list[ExtraTab]:
-    """The Live and Finder & probe tabs, sharing one model cache."""
+    """The Live, Effect and Finder & probe tabs, sharing one model cache."""
     shared_models = models or LiveModels()
     cache = ActivationCache()
 
@@ -189,5 +282,7 @@ def live_tabs(models: LiveModels | None = None) -> list[ExtraTab]:
 
     return [
         ExtraTab("Live", lambda catalog, controls: build_live_tab(context(catalog), controls), id="live", opened_by=TEXT_KEY),
+        ExtraTab("Effect", lambda catalog, controls: build_effect_tab(context(catalog), controls), id="effect",
+                 opened_by=EFFECT_TEXT_KEY),
         ExtraTab("Finder & probe", lambda catalog, controls: build_finder_tab(context(catalog), controls), id="finder"),
     ]

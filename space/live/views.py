@@ -70,15 +70,21 @@ def guarded(view: Callable[..., View]) -> Callable[..., View]:
     return run
 
 
-def _count(value: object, messages: list[str]) -> int:
-    """How many neurons to list: a whole number in 1..MAX_COUNT, else the nearest one, saying so."""
-    number = optional_int(value, "Neurons to list", f"listing {DEFAULT_COUNT}", messages)
+def bounded_count(value: object, label: str, default: int, maximum: int, doing: str, messages: list[str]) -> int:
+    """A count from a form: a whole number in 1..maximum, else the nearest one (the default when blank or not a
+    whole number), saying so."""
+    number = optional_int(value, label, f"{doing} {default}", messages)
     if number is None:
-        return DEFAULT_COUNT
-    count = max(1, min(MAX_COUNT, number))
+        return default
+    count = max(1, min(maximum, number))
     if count != number:
-        messages.append(f"Neurons to list: {number} is not in 1..{MAX_COUNT}; listing {count}.")
+        messages.append(f"{label}: {number} is not in 1..{maximum}; {doing} {count}.")
     return count
+
+
+def _count(value: object, messages: list[str]) -> int:
+    """How many neurons to list."""
+    return bounded_count(value, "Neurons to list", DEFAULT_COUNT, MAX_COUNT, "listing", messages)
 
 
 @dataclass(frozen=True)
