@@ -12,7 +12,7 @@ from hub_sync.records import NeuronStats
 from space.live.interventions import Clamp
 from space.live.render import number, table_html, token_cell
 from space.plots import logit_bars_html
-from space.render import shade_class
+from space.render import ColourScale, shade_class
 from space.text import visible_token
 
 EFFECT_CSS = """
@@ -40,13 +40,14 @@ def loss_tokens_html(values: dict) -> str:
     text's largest change; its losses and the KL of its prediction on hover."""
     losses = zip(values["loss"][:-1], values["intervened_loss"][:-1], strict=True)
     changes = [after - before for before, after in losses]
-    scale = max((abs(change) for change in changes), default=0.0) or 1.0
+    largest = max((abs(change) for change in changes), default=0.0) or 1.0
+    scale = ColourScale(largest, largest)
     spans = [_token_span(values["tokens"][0], "p0", "BOS: not predicted")]
     for position, change in enumerate(changes):
         title = (f"loss {values['loss'][position]:.4g} → {values['intervened_loss'][position]:.4g} ({change:+.4g}); "
                  f"KL {values['kl'][position]:.4g}")
         spans.append(_token_span(values["tokens"][position + 1], shade_class(change, scale), title))
-    note = f'<p class="ns-muted">Colour scale: ±{scale:.3g} nats of loss.</p>'
+    note = f'<p class="ns-muted">Colour scale: ±{largest:.3g} nats of loss.</p>'
     return f'<div class="ns-text">{"".join(spans)}</div>{note}'
 
 
