@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from huggingface_hub import constants  # noqa: E402
-from openai_server import OpenAIServer  # noqa: E402
-from planted import write_planted_dataset  # noqa: E402
 
 from harvest.explain.backends import InferenceBackend, TransformersBackend  # noqa: E402
 from harvest.explain.embedding import SentenceEmbedder  # noqa: E402
 from harvest.explain.run import ExplainConfig, explain_dataset  # noqa: E402
 from harvest.smollm2 import MODEL_NAME, export_smollm2  # noqa: E402
+from openai_server import OpenAIServer  # noqa: E402
+from planted import write_planted_dataset  # noqa: E402
 
 
 def machine() -> str:
@@ -65,7 +65,7 @@ def measure(
     requests, prompt, completion = (
         now - then
         for now, then in zip(
-            (backend.usage.requests, backend.usage.prompt_tokens, backend.usage.completion_tokens), before
+            (backend.usage.requests, backend.usage.prompt_tokens, backend.usage.completion_tokens), before, strict=True
         )
     )
     per_minute = 60 * neurons / seconds

@@ -115,8 +115,13 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
 
     bare(warm_up)
     activations(warm_up)
-    times: dict[str, list[float]] = {"bare forward": [], "/activations (server)": [], "/top_neurons after it (server)": [],
-                                     "bare forward (client round)": [], "/activations (gradio_client)": []}
+    times: dict[str, list[float]] = {
+        "bare forward": [],
+        "/activations (server)": [],
+        "/top_neurons after it (server)": [],
+        "bare forward (client round)": [],
+        "/activations (gradio_client)": [],
+    }
     with running(build_app(catalog, live_tabs(live_models))) as url:
         client = Client(url, verbose=False)
         client.predict(name, layer, neuron, warm_up, api_name="/activations")
@@ -129,17 +134,28 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
             times["/activations (gradio_client)"].append(  # the server's own cache has not seen this text
                 seconds(client.predict, name, layer, neuron, text, api_name="/activations")
             )
-    server = [live / plain - 1 for live, plain in zip(times["/activations (server)"], times["bare forward"])]
-    end_to_end = [live / plain - 1 for live, plain in zip(times["/activations (gradio_client)"], times["bare forward (client round)"])]
-    print(f"\n### {label} ({model.n_layers} layers, d_model {model.d_model}, d_mlp {model.d_mlp}, d_vocab {model.d_vocab}; {device})")
+    server = [
+        live / plain - 1 for live, plain in zip(times["/activations (server)"], times["bare forward"], strict=True)
+    ]
+    end_to_end = [
+        live / plain - 1
+        for live, plain in zip(times["/activations (gradio_client)"], times["bare forward (client round)"], strict=True)
+    ]
+    print(
+        f"\n### {label} ({model.n_layers} layers, d_model {model.d_model}, d_mlp {model.d_mlp}, "
+        f"d_vocab {model.d_vocab}; {device})"
+    )
     print("| measurement | median ms | min ms |")
     print("|---|---:|---:|")
     for key, samples_s in times.items():
         print(f"| {key} | {summary(samples_s)} |")
     overhead = statistics.median(server)
     verdict = "meets" if overhead <= TARGET_OVERHEAD else "MISSES"
-    print(f"/activations over the bare forward pass, median of paired runs: {100 * overhead:+.1f}% server side "
-          f"({verdict} the <= {100 * TARGET_OVERHEAD:.0f}% target), {100 * statistics.median(end_to_end):+.1f}% through gradio_client")
+    print(
+        f"/activations over the bare forward pass, median of paired runs: {100 * overhead:+.1f}% server side "
+        f"({verdict} the <= {100 * TARGET_OVERHEAD:.0f}% target), "
+        f"{100 * statistics.median(end_to_end):+.1f}% through gradio_client"
+    )
     return overhead
 
 
@@ -151,7 +167,10 @@ def main() -> int:
     args = parser.parse_args()
     print(f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"Text: {TEXT_TOKENS} tokens + BOS; {args.repeats} distinct texts, each run bare and live in turn")
-    overheads = [bench_model(label, folder, args.store, args.repeats, args.device) for label, folder in models(args.store).items()]
+    overheads = [
+        bench_model(label, folder, args.store, args.repeats, args.device)
+        for label, folder in models(args.store).items()
+    ]
     return 0 if max(overheads) <= TARGET_OVERHEAD else 1
 
 

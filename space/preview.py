@@ -52,7 +52,9 @@ def _draw_example(draw: ImageDraw.ImageDraw, example: Example, scale: float, top
         if x + width > WIDTH - MARGIN:
             draw.text((x, top + 6), "…", font=font, fill=MUTED)
             break
-        draw.rectangle([x, top + 4, x + width, top + LINE_HEIGHT - 8], fill=_tint(float(example.activations[position]), scale))
+        draw.rectangle(
+            [x, top + 4, x + width, top + LINE_HEIGHT - 8], fill=_tint(float(example.activations[position]), scale)
+        )
         if position == example.max_position:
             draw.rectangle([x, top + 4, x + width, top + LINE_HEIGHT - 8], outline=(200, 60, 0), width=2)
         draw.text((x, top + 6), text, font=font, fill=INK)

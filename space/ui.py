@@ -151,7 +151,14 @@ def build_blocks(
         with gr.Tabs(selected="neuron") as tabs:
             with gr.Tab("Neuron", id="neuron"):
                 with gr.Row():
-                    model_box = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True, scale=3, elem_id="ns-model")
+                    model_box = gr.Dropdown(
+                        names,
+                        value=names[0] if names else None,
+                        label="Model",
+                        allow_custom_value=True,
+                        scale=3,
+                        elem_id="ns-model",
+                    )
                     layer_box = gr.Number(label="Layer", scale=1, elem_id="ns-layer")
                     neuron_box = gr.Number(label="Neuron", scale=1, elem_id="ns-neuron")
                 with gr.Row():
@@ -161,11 +168,27 @@ def build_blocks(
                     random_button = gr.Button("Random", size="sm", elem_id="ns-random")
                 with gr.Row(equal_height=True):
                     copy_button = gr.Button("Copy link", size="sm", scale=1, elem_id="ns-copy")
-                    link_box = gr.Textbox(show_label=False, placeholder="link to this neuron", interactive=False, scale=3, elem_id="ns-link")
-                    card_box = gr.Textbox(show_label=False, placeholder="card link for forums", interactive=False, scale=3, elem_id="ns-card")
+                    link_box = gr.Textbox(
+                        show_label=False,
+                        placeholder="link to this neuron",
+                        interactive=False,
+                        scale=3,
+                        elem_id="ns-link",
+                    )
+                    card_box = gr.Textbox(
+                        show_label=False,
+                        placeholder="card link for forums",
+                        interactive=False,
+                        scale=3,
+                        elem_id="ns-card",
+                    )
                 with gr.Row():
                     explain_button = gr.Button(
-                        "Explain this neuron", size="sm", scale=0, min_width=180, interactive=explainer.enabled,
+                        "Explain this neuron",
+                        size="sm",
+                        scale=0,
+                        min_width=180,
+                        interactive=explainer.enabled,
                         elem_id="ns-explain",
                     )
                     gr.HTML(explainer.status_html(), elem_id="ns-explain-status")
@@ -218,14 +241,21 @@ def build_blocks(
         )
         search_inputs = [keyword_box, models_filter, layer_min, layer_max, sort_box]
         for trigger, api_name in ((search_button.click, "search"), (keyword_box.submit, None)):
-            trigger(search, search_inputs, [search_notice, results], api_name=api_name, api_visibility="public" if api_name else "private").then(
-                None, [keyword_box], None, js=url_update_js(["q"])
-            )
+            trigger(
+                search,
+                search_inputs,
+                [search_notice, results],
+                api_name=api_name,
+                api_visibility="public" if api_name else "private",
+            ).then(None, [keyword_box], None, js=url_update_js(["q"]))
         results.select(open_result, [results], [*neuron_outputs, tabs], api_visibility="private").then(
             None, here, None, js=neuron_url_js
         ).then(None, None, [explain_notice, explain_result], js=CLEAR_TWO_JS)
         copy_button.click(None, here, [link_box, card_box], js=COPY_LINK_JS)
         blocks.load(
-            open_link, None, [banner, *neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"
+            open_link,
+            None,
+            [banner, *neuron_outputs, keyword_box, search_notice, results, tabs],
+            api_visibility="private",
         ).then(None, [*here, keyword_box], None, js=url_update_js(["model", "layer", "neuron", "q"]))
     return blocks

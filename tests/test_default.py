@@ -146,7 +146,7 @@ def test_readme_commands_are_the_ones_ci_and_the_app_use():
     assert "bash dev.sh test" in ci
     dev = (REPO / "dev.sh").read_text()
     assert re.search(r'app\)\n.*?exec "\$VENV/bin/python" app\.py', dev, re.S)
-    assert re.search(r"test\)\n.*?-m pytest", dev, re.S)
+    assert re.search(r"test\)\n.*?run_checks", dev, re.S)
     usage = subprocess.run(["bash", str(REPO / "dev.sh"), "nonsense"], capture_output=True, text=True)
     assert usage.returncode == 2 and "bash dev.sh app" in usage.stderr
 

@@ -174,6 +174,31 @@ def test_uv_gets_the_indexes_pip_is_configured_with(tmp_path):
     assert own["UV_FIND_LINKS"] == "/a,/b" and "UV_INDEX" not in own, "uv's own settings win"
 
 
+def run_checks(tmp_path: Path, ruff_exit: int, pytest_exit: int) -> tuple[int, list[str]]:
+    """dev.sh's run_checks with a stand-in venv whose ruff and pytest exit as told: its exit and what ran, in order."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "ran"
+    for name, code in (("ruff", ruff_exit), ("python", pytest_exit)):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {shlex.quote(str(log))}\nexit {code}\n')
+        (bin_dir / name).chmod(0o755)
+    function = 'source <(sed -n "/^run_checks()/,/^}/p" dev.sh)'
+    script = f"set -euo pipefail; {function}; VENV={shlex.quote(str(tmp_path / 'venv'))}; run_checks -q -x"
+    result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True)
+    return result.returncode, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("ruff_exit", "pytest_exit", "expected"),
+    [(0, 0, 0), (1, 0, 1), (0, 1, 1), (1, 2, 2), (0, 5, 1), (1, 5, 1)],
+)
+def test_dev_sh_test_runs_ruff_and_pytest_and_fails_if_either_fails(tmp_path, ruff_exit, pytest_exit, expected):
+    """Both always run (one run shows every problem); pytest's own failure code is kept; 5 (no test ran) fails."""
+    code, ran = run_checks(tmp_path, ruff_exit, pytest_exit)
+    assert ran == ["ruff check .", "python -m pytest -q -x"]
+    assert code == expected
+
+
 def test_a_relaunch_installs_nothing():
     """dev.sh's check in the venv it set up: under `bash dev.sh test` (CI), the suite's own."""
     venv_dir = REPO / ".venv"

@@ -12,8 +12,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
-from openai_server import Fault
-from planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
 
 from harvest.explain.backends import InferenceBackend
 from harvest.explain.retry import RetryPolicy
@@ -22,6 +20,8 @@ from harvest.explain.workfile import WORK_DIR
 from hub_sync import format as fmt
 from hub_sync.reader import open_dataset
 from hub_sync.verify import verify_dataset
+from openai_server import Fault
+from planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)

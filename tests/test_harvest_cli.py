@@ -16,7 +16,6 @@ import pytest
 
 from harvest.run_folder import checkpoint_file
 from hub_sync import format as fmt
-
 from tiny_models import native_model
 
 OPTIONS = ["--window", "24", "--batch-size", "4", "--top-k", "4", "--random-k", "3", "--no-progress"]

@@ -12,9 +12,8 @@ from harvest.config import HarvestConfig
 from harvest.corpus import CorpusSpec
 from harvest.models import load_model
 from harvest.run import harvest
-from hub_sync import format as fmt
-
 from harvest_oracle import all_activations, reference_neuron, reference_windows
+from hub_sync import format as fmt
 from tiny_models import native_model
 
 WINDOW = 24

@@ -13,7 +13,6 @@ from harvest.config import HarvestConfig
 from harvest.corpus import CorpusSpec
 from harvest.run import harvest
 from hub_sync import format as fmt
-
 from tiny_models import hf_gpt2, hf_llama
 
 

@@ -9,12 +9,12 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
+from hub_sync.synthetic import write_synthetic_dataset
 from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 from test_live_api import harvested_dataset
 from test_space_browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
-from hub_sync.synthetic import write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 MODEL = "test/browser"
@@ -44,7 +44,10 @@ def test_text_deep_link_reproduces_the_live_view_and_runs_update_it(site):
     assert page.input_value("#ns-live-text textarea") == text
     assert "L1 N" in page.inner_text("#ns-top-neurons") or "L0 N" in page.inner_text("#ns-top-neurons")
     shown = "".join(page.locator("#ns-live-tokens .ns-text .t").all_inner_texts())
-    assert shown.replace("↵", "\n").replace("·", " ").endswith("return x") and page.locator("#ns-live-tokens b").count() == 0
+    assert (
+        shown.replace("↵", "\n").replace("·", " ").endswith("return x")
+        and page.locator("#ns-live-tokens b").count() == 0
+    )
     page.screenshot(path=ARTIFACTS / "live.png", full_page=True)
     page.fill("#ns-live-text textarea", "while True:\n    pass")
     page.click("#ns-live-run")
@@ -58,7 +61,9 @@ def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(si
     page.goto(f"{url}?model=org/synthetic&layer=0&neuron=1")
     page.wait_for_selector(".ns-title")
     page.get_by_role("tab", name="Live").click()
-    page.wait_for_function("() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')")
+    page.wait_for_function(
+        "() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')"
+    )
     assert page.locator("#ns-live-run").is_disabled()
     page.get_by_role("tab", name="Finder & probe").click()
     assert page.locator("#ns-find").is_disabled() and "names no model" in page.inner_text("#ns-finder-status")

@@ -91,7 +91,7 @@ def test_pages_read_from_many_threads_match_serial_reads(dataset_dir):
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(lambda page: ds.examples(*page), pages * 2))
     serial = [full_examples(dataset_dir, *page) for page in pages * 2]
-    assert all(got.equals(want) for got, want in zip(parallel, serial))
+    assert all(got.equals(want) for got, want in zip(parallel, serial, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -267,7 +267,7 @@ def test_hub_pages_from_many_threads_cost_one_get_each(hub_server, dataset_dir):
     neurons = list(range(0, D_MLP, 7))
     with ThreadPoolExecutor(max_workers=8) as pool:
         pages = list(pool.map(lambda neuron: ds.examples(0, neuron), neurons))
-    assert all(page.equals(full_examples(dataset_dir, 0, n)) for page, n in zip(pages, neurons))
+    assert all(page.equals(full_examples(dataset_dir, 0, n)) for page, n in zip(pages, neurons, strict=True))
     assert [request.status for request in hub_server.requests()] == [206] * len(neurons)
 
 

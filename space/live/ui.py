@@ -12,6 +12,8 @@ from html import escape
 
 import gradio as gr
 
+from space.links import resolve
+from space.live.forward import ActivationCache
 from space.live.model import LiveModels
 from space.live.render import LIVE_CSS
 from space.live.stats import DIRECTIONS
@@ -25,8 +27,6 @@ from space.live.views import (
     probe_view,
     top_neurons_view,
 )
-from space.links import resolve
-from space.live.forward import ActivationCache
 from space.render import message_html
 from space.sources import Catalog
 from space.ui import ExtraTab, NeuronControls, url_update_js
@@ -81,7 +81,9 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
     """Text box, Run, the current neuron's coloured tokens, and the neurons that fire most on the text."""
     gr.HTML(f"<style>{LIVE_CSS}</style>", padding=False)
     status = gr.HTML(elem_id="ns-live-status")
-    text_box = gr.Textbox(label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id="ns-live-text")
+    text_box = gr.Textbox(
+        label="Text", lines=4, placeholder="Type a text to run through the model…", elem_id="ns-live-text"
+    )
     gr.Markdown(f"Activations of the neuron chosen in the Neuron tab. {TEXT_CAP_NOTE}")
     with gr.Row():
         run_button = gr.Button("Run", variant="primary", size="sm", elem_id="ns-live-run")
@@ -111,14 +113,19 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
 
     live_inputs = [controls.model, controls.layer, controls.neuron, text_box]
     run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations", **MODEL_EVENTS).then(
-        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values],
-        api_name="top_neurons", **MODEL_EVENTS,
+        top_neurons,
+        [controls.model, text_box, count_box],
+        [top_notice, top_tables, top_values],
+        api_name="top_neurons",
+        **MODEL_EVENTS,
     ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
         None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY])
     )
     controls.model.change(refresh, [controls.model], [status, run_button], api_visibility="private")
     controls.blocks.load(
-        open_link, None, [status, run_button, text_box, notice, tokens, values, top_notice, top_tables, top_values],
+        open_link,
+        None,
+        [status, run_button, text_box, notice, tokens, values, top_notice, top_tables, top_values],
         api_visibility="private",
     )
 
@@ -144,10 +151,10 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     )
     find_values, probe_values = json_values("finder", "probe")
 
-    def find(model, with_feature, without_feature, direction, count, progress=gr.Progress()):
+    def find(model, with_feature, without_feature, direction, count, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         return find_view(context, model, with_feature, without_feature, direction, count, progress)
 
-    def run_probe(model, with_feature, without_feature, progress=gr.Progress()):
+    def run_probe(model, with_feature, without_feature, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         return probe_view(context, model, with_feature, without_feature, progress)
 
     def refresh(model):
@@ -157,15 +164,12 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     buttons = [status, find_button, probe_button]
     find_button.click(
         find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find", **MODEL_EVENTS
-    ).then(
-        refresh, [controls.model], buttons, api_visibility="private"
-    )
+    ).then(refresh, [controls.model], buttons, api_visibility="private")
     probe_button.click(
         run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe", **MODEL_EVENTS
-    ).then(
-        refresh, [controls.model], buttons, api_visibility="private"
-    )
+    ).then(refresh, [controls.model], buttons, api_visibility="private")
     controls.model.change(refresh, [controls.model], buttons, api_visibility="private")
+
     def open_link(request: gr.Request):
         return refresh(dict(request.query_params).get("model") if request else None)
 
@@ -181,6 +185,8 @@ def live_tabs(models: LiveModels | None = None) -> list[ExtraTab]:
         return LiveContext(catalog, shared_models, cache)
 
     return [
-        ExtraTab("Live", lambda catalog, controls: build_live_tab(context(catalog), controls), id="live", opened_by=TEXT_KEY),
+        ExtraTab(
+            "Live", lambda catalog, controls: build_live_tab(context(catalog), controls), id="live", opened_by=TEXT_KEY
+        ),
         ExtraTab("Finder & probe", lambda catalog, controls: build_finder_tab(context(catalog), controls), id="finder"),
     ]
