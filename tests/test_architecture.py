@@ -6,6 +6,7 @@ imports neither; no module imports itself back through others.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,3 +120,32 @@ def test_the_checks_see_a_broken_arrow_and_a_cycle_hidden_in_type_checking(tmp_p
     graph = import_graph(tmp_path)
     assert arrows_broken(graph) == ["hub_sync.format -> harvest.plan", "space.views -> harvest.corpus"]
     assert cycles(graph) == [["harvest.plan", "harvest.run"]]
+
+
+def mapped_paths(text: str, root: Path = REPO) -> tuple[set[str], set[str]]:
+    """What docs/ARCHITECTURE.md's map names: the files and folders in the first column of the table under each
+    `### folder/` heading (relative to that folder, else to the repository), and the paths the list of files still
+    to come names."""
+    tables: set[str] = set()
+    coming: set[str] = set()
+    folder = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading = re.match(r"### `?([\w/]+/)", line)
+            folder = heading.group(1) if heading else ("coming" if line.startswith("### Coming") else None)
+        elif folder == "coming":
+            coming |= set(re.findall(r"`([\w/]+\.py)`", line))
+        elif folder and line.startswith("| `"):
+            for name in re.findall(r"`([\w./]+)`", line.split("|")[1]):
+                tables.add(f"{folder}{name}" if (root / folder / name).exists() else name)
+    return tables, coming
+
+
+def test_the_architecture_map_names_every_module_and_only_modules_that_exist():
+    tables, coming = mapped_paths((REPO / "docs" / "ARCHITECTURE.md").read_text())
+    assert tables, "docs/ARCHITECTURE.md has no map"
+    assert {path for path in tables if not (REPO / path).exists()} == set(), "the map names files that do not exist"
+    folders = tuple(path for path in tables if path.endswith("/"))
+    modules = {str(path.relative_to(REPO)) for path in project_modules().values() if path.name != "__init__.py"}
+    unmapped = {module for module in modules - tables - coming if not module.startswith(folders)}
+    assert unmapped == set(), "add a line for each to docs/ARCHITECTURE.md's map"
