@@ -1,8 +1,8 @@
 """Benchmark `harvest explain`: neurons explained per minute and tokens spent per neuron, with the real SmolLM2-135M.
 
-Backends: the suite's loopback OpenAI-compatible server (tests/openai_server.py, reached by InferenceClient over
+Backends: the suite's loopback OpenAI-compatible server (testkit/openai_server.py, reached by InferenceClient over
 HTTP) at concurrency 1 (the baseline) and 4, and the in-process transformers backend. Each run explains the
-same neurons of a fresh copy of a planted dataset (tests/planted.py: real words, one feature per neuron), first
+same neurons of a fresh copy of a planted dataset (testkit/planted.py: real words, one feature per neuron), first
 with the embedding scorer only (what the explainer call itself costs), then with every scorer (detection asks
 once per held-out excerpt, simulation generates one number per held-out token).
 
@@ -22,7 +22,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from huggingface_hub import constants  # noqa: E402
 
@@ -30,8 +29,8 @@ from harvest.explain.backends import InferenceBackend, TransformersBackend  # no
 from harvest.explain.embedding import SentenceEmbedder  # noqa: E402
 from harvest.explain.run import ExplainConfig, explain_dataset  # noqa: E402
 from harvest.smollm2 import MODEL_NAME, export_smollm2  # noqa: E402
-from openai_server import OpenAIServer  # noqa: E402
-from planted import write_planted_dataset  # noqa: E402
+from testkit.openai_server import OpenAIServer  # noqa: E402
+from testkit.planted import write_planted_dataset  # noqa: E402
 
 
 def machine() -> str:

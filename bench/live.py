@@ -27,7 +27,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from gradio_client import Client  # noqa: E402
 
@@ -40,7 +39,7 @@ from space.live.ui import live_tabs  # noqa: E402
 from space.live.views import LiveContext, activations_view, top_neurons_view  # noqa: E402
 from space.server import build_app, running  # noqa: E402
 from space.sources import open_sources  # noqa: E402
-from tiny_models import native_model  # noqa: E402
+from testkit.tiny_models import native_model  # noqa: E402
 
 TEXT_TOKENS = 128
 TARGET_OVERHEAD = 0.20

@@ -1,6 +1,6 @@
 """The import arrows of docs/ARCHITECTURE.md, read from the source (every import, in functions and under
 TYPE_CHECKING too): harvest -> hub_sync <- space; space reaches into harvest only to run a model live; hub_sync
-imports neither; no module imports itself back through others.
+imports neither; nothing shipped imports testkit/; no module imports itself back through others.
 """
 
 from __future__ import annotations
@@ -9,11 +9,18 @@ import ast
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from testkit.support import REPO
+
 PACKAGES = ("harvest", "hub_sync", "space")
 # space runs models live through harvest's loader (space/live) and explainer (the Explain button), nothing else.
 SPACE_MAY_IMPORT = ("harvest.models", "harvest.explain")
-NEVER_IMPORTS = {"hub_sync": {"harvest", "space", "app"}, "harvest": {"space", "app"}, "space": {"app"}, "app": set()}
+# testkit/ (what tests and benchmarks share) is never shipped: nothing shipped may import it.
+NEVER_IMPORTS = {
+    "hub_sync": {"harvest", "space", "app", "testkit"},
+    "harvest": {"space", "app", "testkit"},
+    "space": {"app", "testkit"},
+    "app": {"testkit"},
+}
 
 
 def module_name(path: Path, root: Path = REPO) -> str:
@@ -44,8 +51,10 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
 
 
 def import_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """Each shipped module with the project modules it imports (testkit's among them)."""
     modules = project_modules(root)
-    return {name: imports_of(path, name, set(modules)) for name, path in modules.items()}
+    known = set(modules) | {module_name(path, root) for path in (root / "testkit").glob("*.py")}
+    return {name: imports_of(path, name, known) for name, path in modules.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -111,6 +120,9 @@ def test_the_checks_see_a_broken_arrow_and_a_cycle_hidden_in_type_checking(tmp_p
         "harvest/run.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harvest.plan import Plan\n",
         "space/__init__.py": "",
         "space/views.py": "def view():\n    from harvest import corpus\n    from harvest.models import load_model\n",
+        "space/render.py": "from testkit.planted import write_planted_dataset\n",
+        "testkit/__init__.py": "",
+        "testkit/planted.py": "",
         "harvest/corpus.py": "",
         "harvest/models.py": "",
     }
@@ -118,7 +130,11 @@ def test_the_checks_see_a_broken_arrow_and_a_cycle_hidden_in_type_checking(tmp_p
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     graph = import_graph(tmp_path)
-    assert arrows_broken(graph) == ["hub_sync.format -> harvest.plan", "space.views -> harvest.corpus"]
+    assert arrows_broken(graph) == [
+        "hub_sync.format -> harvest.plan",
+        "space.render -> testkit.planted",
+        "space.views -> harvest.corpus",
+    ]
     assert cycles(graph) == [["harvest.plan", "harvest.run"]]
 
 

@@ -11,7 +11,6 @@ import importlib.metadata
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,14 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from testkit.support import REPO, free_port
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parent.parent
 RUNTIME_CODE = ["harvest", "hub_sync", "space", "app.py"]
-TEST_CODE = ["tests", "bench"]
+TEST_CODE = ["tests", "testkit", "bench"]
 # Declared for a reason other than an import (pyproject.toml says the same beside each).
 NOT_IMPORTED = {
     "gguf": "transformers reads the embedded default's GGUF weights with it",
@@ -68,9 +68,11 @@ def python_files(roots: Iterable[str], base: Path = REPO) -> list[Path]:
 
 
 def local_modules(base: Path = REPO) -> set[str]:
-    """The project's own top-level modules: its packages, app.py, and the helper modules beside tests and benches."""
+    """The project's own top-level modules: its packages, app.py, testkit, and the modules beside tests and
+    benches (conftest, bench/gpu_check)."""
     packages = tomllib.loads((base / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    return {*packages, "app", *(path.stem for path in python_files(TEST_CODE, base))}
+    kits = [root for root in TEST_CODE if (base / root / "__init__.py").exists()]
+    return {*packages, "app", *kits, *(path.stem for path in python_files(TEST_CODE, base))}
 
 
 def imported_modules(files: Iterable[Path]) -> dict[str, set[Path]]:
@@ -225,12 +227,6 @@ def python_without_embedded_model(tmp_path) -> Path:
     probe = f"import importlib.util; assert importlib.util.find_spec({SPACE_MISSING!r}) is None"
     subprocess.run([python, "-c", probe], check=True)
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fetch_when_served(url: str, app: subprocess.Popen, timeout: float = 180) -> str:

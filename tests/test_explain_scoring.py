@@ -18,7 +18,7 @@ from harvest.explain.scorers import EmbeddingScorer
 from harvest.explain.workfile import WorkFile
 from hub_sync.reader import open_dataset
 from hub_sync.records import examples_from_table
-from planted import COLOUR_NEURON, DOG_NEURON, write_planted_dataset
+from testkit.planted import COLOUR_NEURON, DOG_NEURON, write_planted_dataset
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ from harvest.explain.workfile import WORK_DIR
 from hub_sync import format as fmt
 from hub_sync.reader import open_dataset
 from hub_sync.verify import verify_dataset
-from planted import COLOUR_NEURON, DOG_NEURON, SILENT_NEURON, write_planted_dataset
+from testkit.planted import COLOUR_NEURON, DOG_NEURON, SILENT_NEURON, write_planted_dataset
+from testkit.support import REPO
 
 pytestmark = pytest.mark.slow
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def _cli(dataset: Path, model: Path) -> subprocess.Popen:
         "16",
         "--no-progress",
     ]
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _without_dates(folder: Path) -> list[dict]:

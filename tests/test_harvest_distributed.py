@@ -26,17 +26,11 @@ from harvest.run_folder import CHECKPOINT_DIR, PART_FILE, CheckpointMismatch, ch
 from harvest.selection import LayerState, activation_dtype, state_bytes
 from harvest.tokens import token_store_bytes
 from hub_sync import format as fmt
-from test_harvest_cli import dataset_contents, run_harvest
-from tiny_models import native_model
+from testkit.support import dataset_contents, run_harvest
 
 WINDOW, BATCH, TOP_K, RANDOM_K, BOTTOM_K, WINDOWS = 24, 4, 4, 3, 2, 150
 OPTIONS = ["--window", str(WINDOW), "--batch-size", str(BATCH), "--top-k", str(TOP_K), "--random-k", str(RANDOM_K),
            "--bottom-k", str(BOTTOM_K), "--tokens", str(WINDOWS * WINDOW), "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    return native_model(tmp_path_factory.mktemp("distributed") / "model", n_layers=2, d_mlp=32, n_ctx=64)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from space.live.views import LiveContext, find_view, probe_view
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
-from tiny_models import native_model
+from testkit.tiny_models import native_model
 
 WINDOW = 24
 LAYERS = [0, 1, 2]

@@ -21,11 +21,11 @@ from hub_sync.synthetic import (
     write_synthetic_dataset,
     write_synthetic_explanations,
 )
-from openai_server import Fault, OpenAIServer
-from planted import write_planted_dataset
 from space.explainer import LiveExplainer
 from space.server import build_app, running
 from space.sources import open_sources
+from testkit.openai_server import Fault, OpenAIServer
+from testkit.planted import write_planted_dataset
 
 pytestmark = pytest.mark.slow
 
