@@ -11,12 +11,14 @@ import importlib.metadata
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
 import time
 import urllib.request
 import venv
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,10 +69,15 @@ def python_files(roots: Iterable[str], base: Path = REPO) -> list[Path]:
     return files
 
 
+def shipped_patterns(base: Path = REPO) -> list[str]:
+    """pyproject.toml's package patterns (`space*`: the package and its subpackages)."""
+    return tomllib.loads((base / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
 def local_modules(base: Path = REPO) -> set[str]:
     """The project's own top-level modules: its packages, app.py, testkit, and the modules beside tests and
     benches (conftest, bench/gpu_check)."""
-    packages = tomllib.loads((base / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = [pattern.rstrip("*") for pattern in shipped_patterns(base)]
     kits = [root for root in TEST_CODE if (base / root / "__init__.py").exists()]
     return {*packages, "app", *kits, *(path.stem for path in python_files(TEST_CODE, base))}
 
@@ -144,6 +151,25 @@ def test_the_check_names_an_undeclared_import_by_its_distribution(tmp_path):
     module.write_text("import numpy\nimport yaml\nfrom PIL import Image\nimport json\nimport harvest\n")
     found = undeclared_imports([module], {"numpy", "pillow"}, {"harvest"})
     assert list(found) == ["yaml"] and distributions_of("yaml") == {"pyyaml"}
+
+
+def test_the_wheel_holds_every_module_of_the_shipped_packages(tmp_path):
+    """A plain `pip install .` (not editable) gets subpackages too: space.live, harvest.explain."""
+    source = tmp_path / "source"
+    source.mkdir()
+    packages = [pattern.rstrip("*") for pattern in shipped_patterns()]
+    for name in ["pyproject.toml", "README.md", *packages]:
+        if name in packages:
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.endswith(".py")}
+    expected = {path.relative_to(REPO).as_posix() for path in python_files(packages)}
+    assert shipped == expected
 
 
 def uv_settings(environment: dict[str, str]) -> dict[str, str]:
