@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import shutil
@@ -14,7 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from harvest.__main__ import build_parser, config_from
 from harvest.config import HarvestConfig
+from harvest.plan import PACKAGE, code_version
 from harvest.run_folder import checkpoint_file
 from hub_sync import format as fmt
 from testkit.support import dataset_contents, run_harvest
@@ -36,6 +39,15 @@ def _assert_refused(result: subprocess.CompletedProcess, out: Path, *phrases: st
     for phrase in phrases:
         assert phrase in result.stderr
     assert not out.exists(), "nothing may be written for bad input"
+
+
+def test_the_command_lines_defaults_are_harvest_configs():
+    parsed = config_from(build_parser().parse_args(["--model", "m", "--out", "o"]))
+    assert parsed == HarvestConfig(model="m", out=Path("o"))
+
+
+def test_the_recorded_code_version_is_the_installed_packages():
+    assert code_version() == importlib.metadata.version(PACKAGE) == importlib.metadata.version("neuroscope-hub")
 
 
 def test_unknown_model_names_what_model_accepts(tmp_path):
