@@ -1,6 +1,7 @@
 """One dependency list: pyproject.toml declares every package the code imports, requirements.txt (what a Hugging Face
 Space installs) is that same list, and a Space that has only it, with no sources set, serves a page saying what to set.
-dev.sh installs it once, through uv with pip's indexes, and a relaunch installs nothing.
+dev.sh installs it once, through uv with pip's indexes, and a relaunch installs nothing; `dev.sh test` runs ruff and
+the suite. A built wheel holds every shipped module.
 """
 
 from __future__ import annotations
