@@ -1,5 +1,5 @@
 """Helpers several test modules share (fixtures live in conftest.py): the repository, a free port, the harvest
-command and what a dataset holds, and a manifest edited in place. Test modules import these, never each other."""
+command and what a dataset holds, and a manifest edited in place. Test modules import these rather than each other."""
 
 from __future__ import annotations
 
