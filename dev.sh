@@ -81,6 +81,23 @@ install_chromium() {
     fi
 }
 
+# The checks behind `bash dev.sh test`: ruff over the tree, then pytest, both run so one run shows every problem.
+# Fails if either fails; pytest's 5 means no test ran, a failure here, never a pass.
+run_checks() {
+    local lint=0 status=0
+    "$VENV/bin/ruff" check . || lint=$?
+    HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest "$@" || status=$?
+    if [ "$status" -eq 5 ]; then
+        echo "no tests ran" >&2
+        status=1
+    fi
+    if [ "$lint" -ne 0 ]; then
+        echo "ruff check failed (above)" >&2
+        [ "$status" -ne 0 ] || status=1
+    fi
+    return "$status"
+}
+
 case "${1:-}" in
     app)
         shift
@@ -91,12 +108,7 @@ case "${1:-}" in
         shift
         setup
         install_chromium
-        set +e
-        HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest "$@"
-        status=$?
-        # pytest's 5 means no test ran: a failure here, never a pass.
-        [ "$status" -eq 5 ] && echo "no tests ran" >&2 && exit 1
-        exit "$status"
+        run_checks "$@"
         ;;
     *)
         echo "usage: bash dev.sh app [--source S ...] | bash dev.sh test [pytest options]" >&2

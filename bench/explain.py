@@ -1,8 +1,8 @@
 """Benchmark `harvest explain`: neurons explained per minute and tokens spent per neuron, with the real SmolLM2-135M.
 
-Backends: the suite's loopback OpenAI-compatible server (tests/openai_server.py, reached by InferenceClient over
+Backends: the suite's loopback OpenAI-compatible server (testkit/openai_server.py, reached by InferenceClient over
 HTTP) at concurrency 1 (the baseline) and 4, and the in-process transformers backend. Each run explains the
-same neurons of a fresh copy of a planted dataset (tests/planted.py: real words, one feature per neuron), first
+same neurons of a fresh copy of a planted dataset (testkit/planted.py: real words, one feature per neuron), first
 with the embedding scorer only (what the explainer call itself costs), then with every scorer (detection asks
 once per held-out excerpt, simulation generates one number per held-out token).
 
@@ -22,16 +22,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from huggingface_hub import constants  # noqa: E402
-from openai_server import OpenAIServer  # noqa: E402
-from planted import write_planted_dataset  # noqa: E402
 
 from harvest.explain.backends import InferenceBackend, TransformersBackend  # noqa: E402
 from harvest.explain.embedding import SentenceEmbedder  # noqa: E402
 from harvest.explain.run import ExplainConfig, explain_dataset  # noqa: E402
 from harvest.smollm2 import MODEL_NAME, export_smollm2  # noqa: E402
+from testkit.openai_server import OpenAIServer  # noqa: E402
+from testkit.planted import write_planted_dataset  # noqa: E402
 
 
 def machine() -> str:
@@ -65,7 +64,7 @@ def measure(
     requests, prompt, completion = (
         now - then
         for now, then in zip(
-            (backend.usage.requests, backend.usage.prompt_tokens, backend.usage.completion_tokens), before
+            (backend.usage.requests, backend.usage.prompt_tokens, backend.usage.completion_tokens), before, strict=True
         )
     )
     per_minute = 60 * neurons / seconds

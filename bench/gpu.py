@@ -50,7 +50,11 @@ from harvest.batches import WHOLE  # noqa: E402
 from harvest.config import HarvestConfig  # noqa: E402
 from harvest.corpus import PYTHON_DOCS, CorpusSpec, WindowStream, iter_documents  # noqa: E402
 from harvest.models import (  # noqa: E402
-    NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, PROVENANCE_FILE, LoadedModel, load_model,
+    NATIVE_CONFIG_FILE,
+    NATIVE_WEIGHTS_FILE,
+    PROVENANCE_FILE,
+    LoadedModel,
+    load_model,
 )
 from harvest.plan import RunPlan  # noqa: E402
 from harvest.run import process_batch  # noqa: E402
@@ -317,14 +321,14 @@ def same_activations(device_plan: RunPlan, cpu_plan: RunPlan, batches: list[np.n
     for batch in batches:
         windows = torch.arange(first_window, first_window + len(batch))
 
-        def both_hook(layer: int) -> Callable:
+        def both_hook(layer: int, windows: torch.Tensor) -> Callable:
             def hook(acts: torch.Tensor, hook) -> None:
                 device_state.layers[layer].update(acts, windows.to(acts.device))
                 cpu_state.layers[layer].update(acts.cpu(), windows)
 
             return hook
 
-        hooks = [(MLP_HOOK.format(layer=layer), both_hook(layer)) for layer in device_plan.layers]
+        hooks = [(MLP_HOOK.format(layer=layer), both_hook(layer, windows)) for layer in device_plan.layers]
         device_plan.model.bridge.run_with_hooks(on_device(batch, device), fwd_hooks=hooks,
                                                 stop_at_layer=max(device_plan.layers) + 1, return_type=None)
         first_window += len(batch)

@@ -24,7 +24,6 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from harvest.batches import WHOLE  # noqa: E402
 from harvest.config import HarvestConfig  # noqa: E402
@@ -34,8 +33,7 @@ from harvest.plan import RunPlan  # noqa: E402
 from harvest.run import harvest, process_batch  # noqa: E402
 from harvest.state import HarvestState  # noqa: E402
 from hub_sync.format import MLP_HOOK  # noqa: E402
-
-from tiny_models import native_model  # noqa: E402
+from testkit.tiny_models import native_model  # noqa: E402
 
 TOP_K, RANDOM_K = 20, 10
 
@@ -107,7 +105,7 @@ def naive_harvest(model, batches: list[np.ndarray], device: str) -> float:
         for name, layer in names.items():
             cached[layer].append(cache[name].float().cpu().numpy())
     rng = np.random.default_rng(0)
-    for layer, parts in cached.items():
+    for parts in cached.values():
         acts = np.concatenate(parts)[:, 1:, :]
         for neuron in range(acts.shape[2]):
             values = acts[:, :, neuron]

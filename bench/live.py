@@ -29,7 +29,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from gradio_client import Client  # noqa: E402
 
@@ -43,7 +42,7 @@ from space.live.ui import live_tabs  # noqa: E402
 from space.live.views import LiveContext, activations_view, top_neurons_view  # noqa: E402
 from space.server import build_app, running  # noqa: E402
 from space.sources import open_sources  # noqa: E402
-from tiny_models import native_model  # noqa: E402
+from testkit.tiny_models import native_model  # noqa: E402
 
 TEXT_TOKENS = 128
 TARGET_OVERHEAD = 0.20
@@ -67,8 +66,18 @@ def models(store: Path) -> dict[str, Path]:
 
 def dataset_for(folder: Path, out: Path, device: str) -> Path:
     """A small harvest of every layer (one top example per neuron): enough for the live tab's scale and maxima."""
-    config = HarvestConfig(model=str(folder), corpus=CorpusSpec("python-docs"), out=out, tokens=4 * TEXT_TOKENS,
-                           window=TEXT_TOKENS, top_k=1, random_k=0, bottom_k=0, device=device, progress=False)
+    config = HarvestConfig(
+        model=str(folder),
+        corpus=CorpusSpec("python-docs"),
+        out=out,
+        tokens=4 * TEXT_TOKENS,
+        window=TEXT_TOKENS,
+        top_k=1,
+        random_k=0,
+        bottom_k=0,
+        device=device,
+        progress=False,
+    )
     return harvest(config)
 
 
@@ -122,9 +131,14 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
 
     bare(warm_up)
     activations(warm_up)
-    times: dict[str, list[float]] = {"bare forward": [], "/activations (server)": [], "/top_neurons after it (server)": [],
-                                     "bare forward (client round)": [], "/activations (gradio_client)": [],
-                                     "/ablate (server)": []}
+    times: dict[str, list[float]] = {
+        "bare forward": [],
+        "/activations (server)": [],
+        "/top_neurons after it (server)": [],
+        "bare forward (client round)": [],
+        "/activations (gradio_client)": [],
+        "/ablate (server)": [],
+    }
     with running(build_app(catalog, live_tabs(live_models))) as url:
         client = Client(url, verbose=False)
         client.predict(name, layer, neuron, warm_up, api_name="/activations")
@@ -138,9 +152,19 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
             times["/activations (gradio_client)"].append(  # the server's own cache has not seen this text
                 seconds(client.predict, name, layer, neuron, text, api_name="/activations")
             )
-    server = [live / plain - 1 for live, plain in zip(times["/activations (server)"], times["bare forward"])]
-    end_to_end = [live / plain - 1 for live, plain in zip(times["/activations (gradio_client)"], times["bare forward (client round)"])]
-    print(f"\n### {label} ({model.n_layers} layers, d_model {model.d_model}, d_mlp {model.d_mlp}, d_vocab {model.d_vocab}; {device})")
+    server = [
+        live / plain - 1 for live, plain in zip(times["/activations (server)"], times["bare forward"], strict=True)
+    ]
+    end_to_end = [
+        live / plain - 1
+        for live, plain in zip(
+            times["/activations (gradio_client)"], times["bare forward (client round)"], strict=True
+        )
+    ]
+    print(
+        f"\n### {label} ({model.n_layers} layers, d_model {model.d_model}, d_mlp {model.d_mlp}, "
+        f"d_vocab {model.d_vocab}; {device})"
+    )
     print("| measurement | median ms | min ms |")
     print("|---|---:|---:|")
     for key, samples_s in times.items():
@@ -150,8 +174,11 @@ def bench_model(label: str, folder: Path, store: Path, repeats: int, device: str
     print(f"/ablate over two bare forward passes, median of paired runs: {statistics.median(two_forwards):.2f}x")
     overhead = statistics.median(server)
     verdict = "meets" if overhead <= TARGET_OVERHEAD else "MISSES"
-    print(f"/activations over the bare forward pass, median of paired runs: {100 * overhead:+.1f}% server side "
-          f"({verdict} the <= {100 * TARGET_OVERHEAD:.0f}% target), {100 * statistics.median(end_to_end):+.1f}% through gradio_client")
+    print(
+        f"/activations over the bare forward pass, median of paired runs: {100 * overhead:+.1f}% server side "
+        f"({verdict} the <= {100 * TARGET_OVERHEAD:.0f}% target), "
+        f"{100 * statistics.median(end_to_end):+.1f}% through gradio_client"
+    )
     return overhead
 
 
@@ -163,7 +190,10 @@ def main() -> int:
     args = parser.parse_args()
     print(f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"Text: {TEXT_TOKENS} tokens + BOS; {args.repeats} distinct texts, each run bare and live in turn")
-    overheads = [bench_model(label, folder, args.store, args.repeats, args.device) for label, folder in models(args.store).items()]
+    overheads = [
+        bench_model(label, folder, args.store, args.repeats, args.device)
+        for label, folder in models(args.store).items()
+    ]
     return 0 if max(overheads) <= TARGET_OVERHEAD else 1
 
 

@@ -57,7 +57,7 @@ class PeakResident:
     """The highest resident set while the block runs: Linux's VmHWM, reset at entry (clear_refs 5). No sampling
     thread: a third thread on two cores stalls torch's own two."""
 
-    def __enter__(self) -> "PeakResident":
+    def __enter__(self) -> PeakResident:
         Path("/proc/self/clear_refs").write_text("5")
         self.before = status_kilobytes("VmRSS") * 1024
         return self

@@ -27,14 +27,12 @@ import pyarrow.parquet as pq
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 from hub_sync import format as fmt  # noqa: E402
 from hub_sync.reader import open_dataset  # noqa: E402
 from hub_sync.synthetic import write_synthetic_dataset  # noqa: E402
-
-from hub_server import HubServer  # noqa: E402 - tests/ holds the loopback Hub
+from testkit.hub_server import HubServer  # noqa: E402
 
 N_LAYERS, D_MLP, WINDOW, TOP_K, RANDOM_K = 48, 6400, 64, 20, 10
 REPO_ID = "bench/gpt2-xl-synthetic"
@@ -99,7 +97,7 @@ def timed_pages(ds, pages: list[tuple[int, int]]) -> list[float]:
 
 def random_pages(count: int, seed: int) -> list[tuple[int, int]]:
     rng = np.random.default_rng(seed)
-    return list(zip(rng.integers(0, N_LAYERS, count).tolist(), rng.integers(0, D_MLP, count).tolist()))
+    return list(zip(rng.integers(0, N_LAYERS, count).tolist(), rng.integers(0, D_MLP, count).tolist(), strict=True))
 
 
 def bench_local(store: Path, n_pages: int) -> dict:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as app.py does, before pyarrow loads
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import numpy as np
+import psutil
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,7 +54,11 @@ EXTRA_WORDS = 5000  # the explanations' vocabulary beyond the real words: w0..w4
 
 def machine() -> str:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -66,8 +70,15 @@ def ensure_store(store: Path) -> Path:
         return store
     started = time.perf_counter()
     write_synthetic_dataset(
-        store, n_layers=N_LAYERS, d_mlp=D_MLP, window=WINDOW, top_k=TOP_K, random_k=RANDOM_K,
-        d_vocab=D_VOCAB, name="synthetic/gpt2-xl-sized", share_layer_content=True,
+        store,
+        n_layers=N_LAYERS,
+        d_mlp=D_MLP,
+        window=WINDOW,
+        top_k=TOP_K,
+        random_k=RANDOM_K,
+        d_vocab=D_VOCAB,
+        name="synthetic/gpt2-xl-sized",
+        share_layer_content=True,
     )
     print(f"wrote store in {time.perf_counter() - started:.0f} s")
     return store
@@ -137,9 +148,11 @@ def explanations(catalog, rng: random.Random) -> dict[str, float]:
     started = time.perf_counter()
     ExplanationIndex(layers, index.size)
     half_s = time.perf_counter() - started
-    print(f"search index over {index.size:,} neurons and {index.explanations.size:,} explanations: {whole_s:.2f} s, "
-          f"of which the explanation half {half_s:.2f} s (peak tokens alone: {whole_s - half_s:.2f} s, "
-          f"x{whole_s / max(whole_s - half_s, 1e-9):.2f} with explanations)")
+    print(
+        f"search index over {index.size:,} neurons and {index.explanations.size:,} explanations: {whole_s:.2f} s, "
+        f"of which the explanation half {half_s:.2f} s (peak tokens alone: {whole_s - half_s:.2f} s, "
+        f"x{whole_s / max(whole_s - half_s, 1e-9):.2f} with explanations)"
+    )
     words = [(f"w{rng.randrange(EXTRA_WORDS)}",) for _ in range(60)]
     words += [("dog",), ("colour*",), ("closing brackets",)] * 10
     search = timed(lambda keyword: search_view(catalog, keyword, None, None, None, "max"), words)
@@ -149,8 +162,10 @@ def explanations(catalog, rng: random.Random) -> dict[str, float]:
     by_score = timed(lambda sort, keyword: search_view(catalog, keyword, None, None, None, sort), sorts * 4)
     search_p50, search_p95 = percentiles(search)
     sort_p50, sort_p95 = percentiles(by_score)
-    print(f"search by explanation words: p50 {search_p50:.1f} ms, p95 {search_p95:.1f} ms over {len(search)} keywords "
-          f"(baseline regex scan p50 {percentiles(naive)[0]:.0f} ms: x{percentiles(naive)[0] / search_p50:.1f} faster)")
+    print(
+        f"search by explanation words: p50 {search_p50:.1f} ms, p95 {search_p95:.1f} ms over {len(search)} keywords "
+        f"(baseline regex scan p50 {percentiles(naive)[0]:.0f} ms: x{percentiles(naive)[0] / search_p50:.1f} faster)"
+    )
     print(f"sorted by a score (no keyword, a word, a synthetic word): p50 {sort_p50:.1f} ms, p95 {sort_p95:.1f} ms")
     return {"explanation search p50 ms": search_p50}
 
@@ -170,12 +185,19 @@ def in_process(store: Path, rng: random.Random) -> dict[str, float]:
     naive = timed(lambda keyword: naive_search(catalog, keyword), keywords[:10])
     page_p50, page_p95 = percentiles(page)
     search_p50, search_p95 = percentiles(search)
-    print(f"open (manifests): {open_s:.2f} s; then in the background, 48 neuron tables + search index over "
-          f"{index_size:,} neurons: {index_s:.2f} s")
-    print(f"neuron page: p50 {page_p50:.1f} ms, p95 {page_p95:.1f} ms over {len(page)} random neurons "
-          f"(baseline whole-layer read p50 {percentiles(naive_page)[0]:.0f} ms: x{percentiles(naive_page)[0] / page_p50:.0f} faster)")
-    print(f"search: p50 {search_p50:.1f} ms, p95 {search_p95:.1f} ms over {len(search)} keywords "
-          f"(baseline scan p50 {percentiles(naive)[0]:.0f} ms: x{percentiles(naive)[0] / search_p50:.1f} faster)")
+    print(
+        f"open (manifests): {open_s:.2f} s; then in the background, 48 neuron tables + search index over "
+        f"{index_size:,} neurons: {index_s:.2f} s"
+    )
+    print(
+        f"neuron page: p50 {page_p50:.1f} ms, p95 {page_p95:.1f} ms over {len(page)} random neurons "
+        f"(baseline whole-layer read p50 {percentiles(naive_page)[0]:.0f} ms: "
+        f"x{percentiles(naive_page)[0] / page_p50:.0f} faster)"
+    )
+    print(
+        f"search: p50 {search_p50:.1f} ms, p95 {search_p95:.1f} ms over {len(search)} keywords "
+        f"(baseline scan p50 {percentiles(naive)[0]:.0f} ms: x{percentiles(naive)[0] / search_p50:.1f} faster)"
+    )
     return {"page p50 ms": page_p50, "search p50 ms": search_p50, **explanations(catalog, rng)}
 
 
@@ -193,7 +215,8 @@ def start_app(store: Path) -> tuple[subprocess.Popen, str, float]:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--source", str(store), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
+        cwd=ROOT,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
     )
     url = f"http://127.0.0.1:{port}/"
     while True:
@@ -202,7 +225,7 @@ def start_app(store: Path) -> tuple[subprocess.Popen, str, float]:
         try:
             Client(url, verbose=False).predict("synthetic/gpt2-xl-sized", 47, 6399, api_name="/neuron")
             return process, url, time.perf_counter() - started
-        except Exception:  # the server is not up yet: connection refused, or config not served
+        except Exception:  # noqa: BLE001 - the server is not up yet: connection refused, or config not served
             time.sleep(0.1)
 
 
@@ -219,7 +242,7 @@ def load_test(url: str, users: int, duration: float, rng: random.Random) -> dict
         local = random.Random(seed)
         try:
             client = Client(url, verbose=False)
-        except Exception as error:  # counted: a user that could not connect is an error
+        except Exception as error:  # noqa: BLE001 - counted: a user that could not connect is an error
             with lock:
                 errors.append(f"connect: {error}")
             return
@@ -227,10 +250,12 @@ def load_test(url: str, users: int, duration: float, rng: random.Random) -> dict
             started = time.perf_counter()
             try:
                 if local.random() < 0.9:
-                    client.predict("synthetic/gpt2-xl-sized", local.randrange(N_LAYERS), local.randrange(D_MLP), api_name="/neuron")
+                    client.predict(
+                        "synthetic/gpt2-xl-sized", local.randrange(N_LAYERS), local.randrange(D_MLP), api_name="/neuron"
+                    )
                 else:
                     client.predict(f" w{local.randrange(1, D_VOCAB)}", [], 0, N_LAYERS - 1, "max", api_name="/search")
-            except Exception as error:  # counted and reported, the load test goes on
+            except Exception as error:  # noqa: BLE001 - counted and reported, the load test goes on
                 with lock:
                     errors.append(str(error)[:200])
                 continue
@@ -243,8 +268,10 @@ def load_test(url: str, users: int, duration: float, rng: random.Random) -> dict
     for thread in threads:
         thread.join()
     p50, p95 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
-    print(f"{users} concurrent gradio_client users for {duration:.0f} s: {len(latencies)} requests "
-          f"({len(latencies) / duration:.1f}/s), {len(errors)} errors, p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    print(
+        f"{users} concurrent gradio_client users for {duration:.0f} s: {len(latencies)} requests "
+        f"({len(latencies) / duration:.1f}/s), {len(errors)} errors, p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+    )
     for error in sorted(set(errors))[:5]:
         print(f"  error: {error}")
     return {"errors": len(errors)}
@@ -271,7 +298,13 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    print("targets:", ", ".join(f"{name} {results[name]:.1f} (<= {limit}: {'ok' if results[name] <= limit else 'MISSED'})" for name, limit in TARGETS.items()))
+    print(
+        "targets:",
+        ", ".join(
+            f"{name} {results[name]:.1f} (<= {limit}: {'ok' if results[name] <= limit else 'MISSED'})"
+            for name, limit in TARGETS.items()
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import platform
 import sysconfig
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def _hub_documents(spec: CorpusSpec) -> Iterator[str]:
             yield row[spec.text_column]
     except KeyError as error:
         raise CorpusError(f"dataset {spec.name} has no column {spec.text_column!r}; pass --text-column") from error
-    except Exception as error:  # noqa: BLE001 - datasets raises many kinds for a missing or offline dataset
+    except Exception as error:  # datasets raises many kinds for a missing or offline dataset
         message = f"cannot stream dataset {spec.name!r}: {type(error).__name__}: {error}. {CORPUS_HELP}"
         raise CorpusError(message) from error
 
@@ -151,7 +152,7 @@ class WindowStream:
     def _token_chunks(self) -> Iterator[list[int]]:
         first = True
         while True:
-            docs = [text for _, text in zip(range(self.docs_per_call), self.documents)]
+            docs = list(islice(self.documents, self.docs_per_call))
             if not docs:
                 return
             encoded = self.tokenizer(docs, add_special_tokens=False)["input_ids"]

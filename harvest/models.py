@@ -187,7 +187,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         bridge, tokenizer, loader = boot(target, resolve_device(device), DTYPES[dtype])
     except ModelLoadError:
         raise
-    except Exception as error:  # noqa: BLE001 - loaders raise anything from OSError to KeyError
+    except Exception as error:  # loaders raise anything from OSError to KeyError
         raise ModelLoadError(f"could not load model {spec!r}: {type(error).__name__}: {error}. {MODEL_HELP}") from error
     bridge.eval()
     cfg = bridge.cfg

@@ -159,7 +159,7 @@ class RunFolder:
             return None
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001 - a torn or foreign file: say so, never guess
+        except Exception as error:  # a torn or foreign file: say so, never guess
             raise CheckpointMismatch(
                 f"{path} is not a readable checkpoint ({type(error).__name__}); delete {path.parent} to start over"
             ) from error

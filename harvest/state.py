@@ -109,7 +109,7 @@ class HarvestState:
 
     def absorb_windows(self, tokens: dict[str, np.ndarray], progress: Progress) -> None:
         """The rest of another slice's snapshot: its kept windows' tokens, and its window and document counts."""
-        for index, row in zip(tokens["indices"], tokens["tokens"]):
+        for index, row in zip(tokens["indices"], tokens["tokens"], strict=True):
             self.tokens.add(int(index), row[None])
         self.progress.windows += progress.windows
         self.progress.docs = max(self.progress.docs, progress.docs)

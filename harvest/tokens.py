@@ -36,7 +36,7 @@ class WindowTokens:
         return {"indices": indices, "tokens": self.lookup(indices)}
 
     def load_state_dict(self, saved: dict[str, np.ndarray]) -> None:
-        self.tokens = {int(index): row for index, row in zip(saved["indices"], saved["tokens"])}
+        self.tokens = {int(index): row for index, row in zip(saved["indices"], saved["tokens"], strict=True)}
         self._size_after_prune = len(self.tokens)
 
 

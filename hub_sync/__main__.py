@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (a push is one commit: the repo holds all of it or none of it)", file=sys.stderr)
         return 1
-    except Exception as error:  # the last line of defence: one line, never a traceback in the user's face
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, never a traceback in the user's face
         print(f"error: {type(error).__name__}: {describe(error)}", file=sys.stderr)
         return 1
 

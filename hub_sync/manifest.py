@@ -259,7 +259,8 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object to write: every key, plus the extra keys it was read with."""
-        written = {"format_version": self.format_version, **{name: _record_json(getattr(self, name)) for name in SECTIONS}}
+        sections = {name: _record_json(getattr(self, name)) for name in SECTIONS}
+        written = {"format_version": self.format_version, **sections}
         if self.explanations is not None:
             written[EXPLANATIONS] = _record_json(self.explanations)
         return written | self.extra

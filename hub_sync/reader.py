@@ -282,7 +282,7 @@ def read_layer_footers(files: DatasetFiles, manifest: Manifest) -> LayerFooters:
 
     jobs = [(layer, folder) for layer in manifest.harvest.layers for folder in checks]
     with ThreadPoolExecutor(max_workers=min(_FOOTER_READERS, len(jobs))) as pool:
-        results = dict(zip(jobs, pool.map(checked, jobs)))
+        results = dict(zip(jobs, pool.map(checked, jobs), strict=True))
     problems = [result for result in results.values() if isinstance(result, str)]
     if problems:
         raise DatasetError(_summary(problems))

@@ -6,6 +6,8 @@ relies on (schemas, sort order, whole neurons per row group, footer statistics) 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -277,8 +279,9 @@ def _explanation_key_problems(name: str, table: pa.Table, layer: int, d_mlp: int
     wrong_layer = np.unique(table.column("layer").to_numpy()[table.column("layer").to_numpy() != layer])
     if len(wrong_layer):
         problems.append(f"{name}: column 'layer' holds {_listing(wrong_layer)}, expected {layer} only")
-    keys = list(zip(neurons.tolist(), table.column("explainer").to_pylist(), table.column("prompt_version").to_pylist()))
-    if any(later <= earlier for earlier, later in zip(keys, keys[1:])):
+    columns = (table.column("explainer").to_pylist(), table.column("prompt_version").to_pylist())
+    keys = list(zip(neurons.tolist(), *columns, strict=True))
+    if any(later <= earlier for earlier, later in pairwise(keys)):
         problems.append(f"{name}: rows are not sorted by (neuron, explainer, prompt_version), one row each")
     return problems
 

@@ -101,7 +101,7 @@ def _peak_token_columns(examples: LayerExamples, vocab: pa.StringArray, d_mlp: i
     concentration = np.zeros(d_mlp, dtype=np.float32)
     pairs, pair_counts = np.unique(np.stack([neurons, peak_ids]), axis=1, return_counts=True)
     order = np.lexsort((pairs[1], -pair_counts, pairs[0]))
-    for (neuron, token_id), count in zip(pairs.T[order], pair_counts[order]):
+    for (neuron, token_id), count in zip(pairs.T[order], pair_counts[order], strict=True):
         tokens[neuron].append(vocab[int(token_id)].as_py())
         counts[neuron].append(int(count))
     for neuron in range(d_mlp):
@@ -163,7 +163,7 @@ def write_examples_parquet(table: pa.Table, path: Path, neurons_per_group: int) 
 
     def write(tmp: str) -> None:
         with pq.ParquetWriter(tmp, fmt.EXAMPLE_SCHEMA, compression="zstd", write_statistics=True) as out:
-            for start, end in zip(starts, ends):
+            for start, end in zip(starts, ends, strict=True):
                 out.write_table(table.slice(start, end - start), row_group_size=end - start)
 
     _atomic_write(path, write)

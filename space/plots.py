@@ -73,7 +73,7 @@ def logit_bars_html(tokens: list[str], values: list[float], css_class: str) -> s
         return '<p class="ns-muted">none</p>'
     largest = max(abs(value) for value in values) or 1.0
     rows = []
-    for token, value in zip(tokens, values):
+    for token, value in zip(tokens, values, strict=True):
         width = 100 * abs(value) / largest
         rows.append(
             f'<div class="ns-logit"><code>{escape(visible_token(token))}</code>'

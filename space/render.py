@@ -122,16 +122,20 @@ def _stat(name: str, value: str) -> str:
 
 def stats_html(stats: NeuronStats) -> str:
     """Max, min, mean, density, coverage and how concentrated the peak tokens are."""
-    return '<div class="ns-stats">' + "".join(
-        [
-            _stat("max", f"{stats.max:.4g}"),
-            _stat("min", f"{stats.min:.4g}"),
-            _stat("mean", f"{stats.mean:.4g}"),
-            _stat("density", f"{100 * stats.density:.3g}%"),
-            _stat("peak concentration", f"{100 * stats.peak_concentration:.3g}%"),
-            _stat("tokens", f"{stats.n_tokens:,}"),
-        ]
-    ) + "</div>"
+    return (
+        '<div class="ns-stats">'
+        + "".join(
+            [
+                _stat("max", f"{stats.max:.4g}"),
+                _stat("min", f"{stats.min:.4g}"),
+                _stat("mean", f"{stats.mean:.4g}"),
+                _stat("density", f"{100 * stats.density:.3g}%"),
+                _stat("peak concentration", f"{100 * stats.peak_concentration:.3g}%"),
+                _stat("tokens", f"{stats.n_tokens:,}"),
+            ]
+        )
+        + "</div>"
+    )
 
 
 def peak_tokens_html(stats: NeuronStats) -> str:
@@ -167,7 +171,7 @@ def score_legend_html() -> str:
     meanings = "".join(f"<li><b>{name}</b>: {escape(text)}</li>" for name, text in SCORE_MEANINGS.items())
     return (
         '<details class="ns-legend"><summary class="ns-muted">What the scores mean</summary>'
-        f"<ul>{meanings}</ul><p class=\"ns-muted\">Each is measured on held-out examples the explainer never saw. "
+        f'<ul>{meanings}</ul><p class="ns-muted">Each is measured on held-out examples the explainer never saw. '
         "Several explanations are ordered by the mean of their scores, each rescaled so chance is 0 and perfect "
         "is 1.</p></details>"
     )
@@ -208,13 +212,15 @@ def message_html(messages: list[str]) -> str:
     return "".join(f'<div class="ns-notice">{escape(message, quote=True)}</div>' for message in messages)
 
 
-PAGE_CSS = """
+PAGE_CSS = (
+    """
 .ns-page h2.ns-title { margin: 0 0 .5em 0; font-size: 1.3em; }
 .ns-page h3 { margin: 1em 0 .4em 0; font-size: 1.05em; }
 .ns-page h4 { margin: 0 0 .3em 0; font-size: .9em; font-weight: 600; }
 .ns-muted { opacity: .65; font-weight: normal; }
 .ns-stats { display: flex; flex-wrap: wrap; gap: .5em; margin-bottom: .6em; }
-.ns-stat { display: flex; flex-direction: column; padding: .3em .7em; border: 1px solid rgba(128,128,128,.3); border-radius: 6px; min-width: 6em; }
+.ns-stat { display: flex; flex-direction: column; padding: .3em .7em; border: 1px solid rgba(128,128,128,.3);
+  border-radius: 6px; min-width: 6em; }
 .ns-stat span { font-size: .8em; }
 .ns-chips { display: flex; flex-wrap: wrap; gap: .35em; align-items: center; }
 .ns-chip { padding: .1em .45em; border-radius: 4px; background: rgba(255,112,0,.15); font-size: .9em; }
@@ -233,7 +239,8 @@ PAGE_CSS = """
 .ns-ex summary::-webkit-details-marker { display: none; }
 .ns-ex[open] summary .ns-text { opacity: .45; }
 .ns-score { font-variant-numeric: tabular-nums; min-width: 3.5em; text-align: right; font-size: .85em; opacity: .75; }
-.ns-text { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .88em; white-space: pre-wrap; word-break: break-word; line-height: 1.7; }
+.ns-text { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .88em; white-space: pre-wrap;
+  word-break: break-word; line-height: 1.7; }
 .ns-full { padding: .4em 0 .4em 4.1em; }
 .ns-text .t { border-radius: 2px; }
 .ns-text .pk { outline: 1.5px solid rgba(200,60,0,.9); }
@@ -249,11 +256,15 @@ PAGE_CSS = """
 .ns-table { border-collapse: collapse; font-size: .88em; margin: .4em 0 1em 0; }
 .ns-table th, .ns-table td { padding: .15em .6em; border-bottom: 1px solid rgba(128,128,128,.2); text-align: right; }
 .ns-table th:first-child, .ns-table td:first-child { text-align: left; }
-.ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12); border-radius: 4px; }
-""" + "".join(
-    f".ns-text .p{step} {{ background: rgba({POSITIVE_RGB},{step / SHADES:.1f}); }}\n"
-    f".ns-text .n{step} {{ background: rgba({NEGATIVE_RGB},{step / SHADES:.1f}); }}\n"
-    for step in range(1, SHADES + 1)
-) + """
+.ns-notice { padding: .4em .8em; margin: .2em 0; border-left: 3px solid #f59f00; background: rgba(245,159,0,.12);
+  border-radius: 4px; }
+"""
+    + "".join(
+        f".ns-text .p{step} {{ background: rgba({POSITIVE_RGB},{step / SHADES:.1f}); }}\n"
+        f".ns-text .n{step} {{ background: rgba({NEGATIVE_RGB},{step / SHADES:.1f}); }}\n"
+        for step in range(1, SHADES + 1)
+    )
+    + """
 @media (max-width: 800px) { .ns-columns, .ns-logits { grid-template-columns: 1fr; } }
 """
+)

@@ -60,7 +60,9 @@ class SearchIndex:
         self._models = models
         self._model_names = list(models)
         self.problems: list[str] = []
-        rows: dict[str, list[np.ndarray]] = {name: [] for name in ("model", "layer", "neuron", "max", "density", "peak_concentration")}
+        rows: dict[str, list[np.ndarray]] = {
+            name: [] for name in ("model", "layer", "neuron", "max", "density", "peak_concentration")
+        }
         keys, parents, counts = [], [], []
         explained: list[ExplainedLayer] = []
         base = 0
@@ -79,7 +81,9 @@ class SearchIndex:
                 peak_tokens = table.column("peak_tokens").combine_chunks()
                 keys.append(_flatten_keys(table.column("peak_tokens")))
                 parents.append(pc.list_parent_indices(peak_tokens).to_numpy().astype(np.int32) + np.int32(base))
-                counts.append(pc.list_flatten(table.column("peak_token_counts").combine_chunks()).to_numpy().astype(np.int32))
+                counts.append(
+                    pc.list_flatten(table.column("peak_token_counts").combine_chunks()).to_numpy().astype(np.int32)
+                )
                 explained += self._explained_layer(name, dataset, layer, base)
                 base += n
         self._rows = {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in rows.items()}
@@ -134,7 +138,9 @@ class SearchIndex:
         spans = [np.arange(self._starts[i], self._starts[i + 1]) for i in self._matching_key_ids(keyword)]
         postings = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
         unique_rows, inverse = np.unique(self._posting_rows[postings], return_inverse=True)
-        return unique_rows, np.bincount(inverse, weights=self._posting_counts[postings], minlength=len(unique_rows)).astype(np.int64)
+        return unique_rows, np.bincount(
+            inverse, weights=self._posting_counts[postings], minlength=len(unique_rows)
+        ).astype(np.int64)
 
     def search(
         self,
@@ -191,10 +197,16 @@ class SearchIndex:
     def _hit(self, row: int, matches: int, keyword: Keyword, matched: int, shown: int) -> Hit:
         model = self._model_names[self._rows["model"][row]]
         layer, neuron = int(self._rows["layer"][row]), int(self._rows["neuron"][row])
-        record = self._models[model].neurons(layer).slice(neuron, 1).select(["peak_tokens", "peak_token_counts"]).to_pylist()[0]
+        record = (
+            self._models[model]
+            .neurons(layer)
+            .slice(neuron, 1)
+            .select(["peak_tokens", "peak_token_counts"])
+            .to_pylist()[0]
+        )
         tokens = [
             (token, count)
-            for token, count in zip(record["peak_tokens"], record["peak_token_counts"])
+            for token, count in zip(record["peak_tokens"], record["peak_token_counts"], strict=False)
             if not matched & 1 or keyword.matches(token)  # all its peaks, unless they are what matched
         ]
         return Hit(

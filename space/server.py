@@ -47,7 +47,9 @@ def build_app(
     app = FastAPI(title="Neuroscope Hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(QueryLimit)
     app.include_router(short_link_router(catalog))
-    return gr.mount_gradio_app(app, blocks, path="", css=PAGE_CSS, theme=gr.themes.Soft(), ssr_mode=False, footer_links=["api"])
+    return gr.mount_gradio_app(
+        app, blocks, path="", css=PAGE_CSS, theme=gr.themes.Soft(), ssr_mode=False, footer_links=["api"]
+    )
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:

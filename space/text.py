@@ -33,7 +33,7 @@ class Keyword:
     prefix: bool
 
     @classmethod
-    def parse(cls, keyword: str) -> "Keyword":
+    def parse(cls, keyword: str) -> Keyword:
         key = search_key(keyword)
         if len(key) > 1 and key.endswith("*") and key.strip("*"):
             return cls(key[:-1], prefix=True)

@@ -230,8 +230,13 @@ def build_blocks(
         # Created before the tabs (placed in the Neuron tab) so that a tab placed first can open a neuron (and clear
         # the explanation shown for the previous one).
         model_box = gr.Dropdown(
-            names, value=names[0] if names else None, label="Model", allow_custom_value=True, scale=3,
-            elem_id="ns-model", render=False,
+            names,
+            value=names[0] if names else None,
+            label="Model",
+            allow_custom_value=True,
+            scale=3,
+            elem_id="ns-model",
+            render=False,
         )
         layer_box = gr.Number(label="Layer", scale=1, elem_id="ns-layer", render=False)
         neuron_box = gr.Number(label="Neuron", scale=1, elem_id="ns-neuron", render=False)
@@ -256,11 +261,27 @@ def build_blocks(
                     random_button = gr.Button("Random", size="sm", elem_id="ns-random")
                 with gr.Row(equal_height=True):
                     copy_button = gr.Button("Copy link", size="sm", scale=1, elem_id="ns-copy")
-                    link_box = gr.Textbox(show_label=False, placeholder="link to this neuron", interactive=False, scale=3, elem_id="ns-link")
-                    card_box = gr.Textbox(show_label=False, placeholder="card link for forums", interactive=False, scale=3, elem_id="ns-card")
+                    link_box = gr.Textbox(
+                        show_label=False,
+                        placeholder="link to this neuron",
+                        interactive=False,
+                        scale=3,
+                        elem_id="ns-link",
+                    )
+                    card_box = gr.Textbox(
+                        show_label=False,
+                        placeholder="card link for forums",
+                        interactive=False,
+                        scale=3,
+                        elem_id="ns-card",
+                    )
                 with gr.Row():
                     explain_button = gr.Button(
-                        "Explain this neuron", size="sm", scale=0, min_width=180, interactive=explainer.enabled,
+                        "Explain this neuron",
+                        size="sm",
+                        scale=0,
+                        min_width=180,
+                        interactive=explainer.enabled,
                         elem_id="ns-explain",
                     )
                     gr.HTML(explainer.status_html(), elem_id="ns-explain-status")
@@ -309,14 +330,19 @@ def build_blocks(
         )
         search_inputs = [keyword_box, models_filter, layer_min, layer_max, sort_box]
         for trigger, api_name in ((search_button.click, "search"), (keyword_box.submit, None)):
-            trigger(search, search_inputs, [search_notice, results], api_name=api_name, api_visibility="public" if api_name else "private").then(
-                None, [keyword_box], None, js=url_update_js(["q"])
-            )
+            trigger(
+                search,
+                search_inputs,
+                [search_notice, results],
+                api_name=api_name,
+                api_visibility="public" if api_name else "private",
+            ).then(None, [keyword_box], None, js=url_update_js(["q"]))
         open_neuron(results.select, result_neuron, [results])
         copy_button.click(None, here, [link_box, card_box], js=COPY_LINK_JS)
         blocks.load(
-            open_link, None, [banner, *neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"
-        ).then(
-            None, [*here, keyword_box], None, js=landing(landing_url_js)
-        )
+            open_link,
+            None,
+            [banner, *neuron_outputs, keyword_box, search_notice, results, tabs],
+            api_visibility="private",
+        ).then(None, [*here, keyword_box], None, js=landing(landing_url_js))
     return blocks

@@ -11,12 +11,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture
 def hub_server(monkeypatch, tmp_path_factory):
-    """A loopback Hub (tests/hub_server.py) that the real clients talk to for the length of one test.
+    """A loopback Hub (testkit/hub_server.py) that the real clients talk to for the length of one test.
 
     huggingface_hub and datasets read HF_ENDPOINT and HF_HUB_OFFLINE once, at import, into module constants
     (the suite imports them with HF_HUB_OFFLINE=1), and check offline mode and build URLs from those constants at
@@ -28,19 +28,23 @@ def hub_server(monkeypatch, tmp_path_factory):
     import datasets.config
     from huggingface_hub import HfFileSystem, constants
 
-    from hub_server import HubServer
+    from testkit.hub_server import HubServer
 
     root = tmp_path_factory.mktemp("hub")
     server = HubServer(root / "storage").start()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root / "hf-hub-cache"))
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
-    monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", server.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(
+        datasets.config, "HUB_DATASETS_URL", server.url + "/datasets/{repo_id}/resolve/{revision}/{path}"
+    )
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", root / "hf-datasets-cache")
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -63,14 +67,14 @@ def smollm2_folder(tmp_path_factory):
 
 @pytest.fixture
 def llm_server(monkeypatch):
-    """A loopback OpenAI-compatible server (tests/openai_server.py) without a model: every reply is scripted.
+    """A loopback OpenAI-compatible server (testkit/openai_server.py) without a model: every reply is scripted.
 
     huggingface_hub refuses all HTTP in offline mode (the suite runs with HF_HUB_OFFLINE=1), loopback included,
     so the fixture lifts it for the test and its subprocesses.
     """
     from huggingface_hub import constants
 
-    from openai_server import OpenAIServer
+    from testkit.openai_server import OpenAIServer
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -81,7 +85,7 @@ def llm_server(monkeypatch):
 @pytest.fixture(scope="session")
 def smollm2_server(smollm2_folder):
     """The loopback OpenAI-compatible server serving the real SmolLM2-135M, shared by a session's slow tests."""
-    from openai_server import OpenAIServer
+    from testkit.openai_server import OpenAIServer
 
     with OpenAIServer(smollm2_folder) as server:
         yield server
@@ -97,3 +101,12 @@ def smollm2_llm(smollm2_server, monkeypatch):
     smollm2_server.reset()
     yield smollm2_server
     smollm2_server.reset()
+
+
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory):
+    """A tiny native TransformerLens model (2 layers, d_mlp 32, context 64), built once a session: copy it before
+    changing it."""
+    from testkit.tiny_models import native_model
+
+    return native_model(tmp_path_factory.mktemp("tiny") / "model", n_layers=2, d_mlp=32, n_ctx=64)

@@ -8,7 +8,7 @@ from pathlib import Path
 from harvest.corpus import CorpusSpec
 from harvest.models import PROVENANCE_FILE, load_model
 from harvest.run import HarvestConfig, harvest
-from tiny_models import native_model
+from testkit.tiny_models import native_model
 
 WINDOW = 24
 

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from harvest.selection import LayerState, sample_keys
+from testkit.support import REPO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.append(str(REPO_ROOT / "bench"))  # after the repository root: bench/harvest.py must not shadow harvest/
+sys.path.append(str(REPO / "bench"))  # after the repository root: bench/harvest.py must not shadow harvest/
 
-import gpu  # noqa: E402
-from gpu_check import Comparison, compare_states  # noqa: E402
-from gpu_environment import REQUIRED, missing_modules  # noqa: E402
+import gpu
+from gpu_check import Comparison, compare_states
+from gpu_environment import REQUIRED, missing_modules
 
-from tiny_models import save_tokenizer  # noqa: E402
+from testkit.tiny_models import save_tokenizer
 
 SMOKE_SIZES = ["--layers", "2", "--d-model", "32", "--window", "8", "--batch-size", "4", "--batches", "3",
                "--rounds", "1", "--top-k", "4", "--random-k", "2", "--sync-batches", "2", "--check-windows", "24",
@@ -47,7 +47,7 @@ def small_smollm2(tmp_path_factory) -> Path:
 
 def test_the_cpu_smoke_run_reports_every_figure(small_smollm2, tmp_path):
     results = tmp_path / "gpu.json"
-    command = ["bash", str(REPO_ROOT / "bench" / "gpu.sh"), "--device", "cpu", *SMOKE_SIZES,
+    command = ["bash", str(REPO / "bench" / "gpu.sh"), "--device", "cpu", *SMOKE_SIZES,
                "--smollm2", str(small_smollm2), "--json", str(results)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)})
@@ -109,7 +109,7 @@ def test_a_spent_time_budget_skips_the_steps_and_says_so(tmp_path, small_smollm2
 @pytest.mark.slow
 def test_the_time_limit_s_sigterm_still_prints_and_saves_what_was_measured(small_smollm2, tmp_path):
     results = tmp_path / "gpu.json"
-    command = [sys.executable, str(REPO_ROOT / "bench" / "gpu.py"), "--device", "cpu", *SMOKE_SIZES,
+    command = [sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", *SMOKE_SIZES,
                "--smollm2", str(small_smollm2), "--json", str(results)]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -6,7 +6,6 @@ import fnmatch
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ import pytest
 from harvest.default import DATASET_NAME
 from hub_sync import format as fmt
 from hub_sync.verify import verify_dataset
+from testkit.support import REPO, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 TOKENS = 6 * 64
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -146,7 +139,7 @@ def test_readme_commands_are_the_ones_ci_and_the_app_use():
     assert "bash dev.sh test" in ci
     dev = (REPO / "dev.sh").read_text()
     assert re.search(r'app\)\n.*?exec "\$VENV/bin/python" app\.py', dev, re.S)
-    assert re.search(r"test\)\n.*?-m pytest", dev, re.S)
+    assert re.search(r"test\)\n.*?run_checks", dev, re.S)
     usage = subprocess.run(["bash", str(REPO / "dev.sh"), "nonsense"], capture_output=True, text=True)
     assert usage.returncode == 2 and "bash dev.sh app" in usage.stderr
 

@@ -1,6 +1,7 @@
 """One dependency list: pyproject.toml declares every package the code imports, requirements.txt (what a Hugging Face
 Space installs) is that same list, and a Space that has only it, with no sources set, serves a page saying what to set.
-dev.sh installs it once, through uv with pip's indexes, and a relaunch installs nothing.
+dev.sh installs it once, through uv with pip's indexes, and a relaunch installs nothing; `dev.sh test` runs ruff and
+the suite. A built wheel holds every shipped module.
 """
 
 from __future__ import annotations
@@ -11,26 +12,28 @@ import importlib.metadata
 import os
 import re
 import shlex
-import socket
+import shutil
 import subprocess
 import sys
 import sysconfig
 import time
 import urllib.request
 import venv
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+
+from testkit.support import REPO, free_port
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parent.parent
 RUNTIME_CODE = ["harvest", "hub_sync", "space", "app.py"]
-TEST_CODE = ["tests", "bench"]
+TEST_CODE = ["tests", "testkit", "bench"]
 # Declared for a reason other than an import (pyproject.toml says the same beside each).
 NOT_IMPORTED = {
     "gguf": "transformers reads the embedded default's GGUF weights with it",
@@ -67,10 +70,17 @@ def python_files(roots: Iterable[str], base: Path = REPO) -> list[Path]:
     return files
 
 
+def shipped_patterns(base: Path = REPO) -> list[str]:
+    """pyproject.toml's package patterns (`space*`: the package and its subpackages)."""
+    return tomllib.loads((base / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
 def local_modules(base: Path = REPO) -> set[str]:
-    """The project's own top-level modules: its packages, app.py, and the helper modules beside tests and benches."""
-    packages = tomllib.loads((base / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    return {*packages, "app", *(path.stem for path in python_files(TEST_CODE, base))}
+    """The project's own top-level modules: its packages, app.py, testkit, and the modules beside tests and
+    benches (conftest, bench/gpu_check)."""
+    packages = [pattern.rstrip("*") for pattern in shipped_patterns(base)]
+    kits = [root for root in TEST_CODE if (base / root / "__init__.py").exists()]
+    return {*packages, "app", *kits, *(path.stem for path in python_files(TEST_CODE, base))}
 
 
 def imported_modules(files: Iterable[Path]) -> dict[str, set[Path]]:
@@ -144,6 +154,25 @@ def test_the_check_names_an_undeclared_import_by_its_distribution(tmp_path):
     assert list(found) == ["yaml"] and distributions_of("yaml") == {"pyyaml"}
 
 
+def test_the_wheel_holds_every_module_of_the_shipped_packages(tmp_path):
+    """A plain `pip install .` (not editable) gets subpackages too: space.live, harvest.explain."""
+    source = tmp_path / "source"
+    source.mkdir()
+    packages = [pattern.rstrip("*") for pattern in shipped_patterns()]
+    for name in ["pyproject.toml", "README.md", *packages]:
+        if name in packages:
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.endswith(".py")}
+    expected = {path.relative_to(REPO).as_posix() for path in python_files(packages)}
+    assert shipped == expected
+
+
 def uv_settings(environment: dict[str, str]) -> dict[str, str]:
     """What dev.sh's uv_settings_from_pip exports for uv, run with the suite's own pip under `environment`."""
     function = 'source <(sed -n "/^uv_settings_from_pip()/,/^}/p" dev.sh)'
@@ -174,6 +203,31 @@ def test_uv_gets_the_indexes_pip_is_configured_with(tmp_path):
     assert own["UV_FIND_LINKS"] == "/a,/b" and "UV_INDEX" not in own, "uv's own settings win"
 
 
+def run_checks(tmp_path: Path, ruff_exit: int, pytest_exit: int) -> tuple[int, list[str]]:
+    """dev.sh's run_checks with a stand-in venv whose ruff and pytest exit as told: its exit and what ran, in order."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "ran"
+    for name, code in (("ruff", ruff_exit), ("python", pytest_exit)):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {shlex.quote(str(log))}\nexit {code}\n')
+        (bin_dir / name).chmod(0o755)
+    function = 'source <(sed -n "/^run_checks()/,/^}/p" dev.sh)'
+    script = f"set -euo pipefail; {function}; VENV={shlex.quote(str(tmp_path / 'venv'))}; run_checks -q -x"
+    result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True)
+    return result.returncode, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("ruff_exit", "pytest_exit", "expected"),
+    [(0, 0, 0), (1, 0, 1), (0, 1, 1), (1, 2, 2), (0, 5, 1), (1, 5, 1)],
+)
+def test_dev_sh_test_runs_ruff_and_pytest_and_fails_if_either_fails(tmp_path, ruff_exit, pytest_exit, expected):
+    """Both always run (one run shows every problem); pytest's own failure code is kept; 5 (no test ran) fails."""
+    code, ran = run_checks(tmp_path, ruff_exit, pytest_exit)
+    assert ran == ["ruff check .", "python -m pytest -q -x"]
+    assert code == expected
+
+
 def test_a_relaunch_installs_nothing():
     """dev.sh's check in the venv it set up: under `bash dev.sh test` (CI), the suite's own."""
     venv_dir = REPO / ".venv"
@@ -200,12 +254,6 @@ def python_without_embedded_model(tmp_path) -> Path:
     probe = f"import importlib.util; assert importlib.util.find_spec({SPACE_MISSING!r}) is None"
     subprocess.run([python, "-c", probe], check=True)
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fetch_when_served(url: str, app: subprocess.Popen, timeout: float = 180) -> str:

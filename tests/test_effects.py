@@ -32,7 +32,7 @@ from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
 from test_live_api import doc_lines
-from tiny_models import hf_gpt2, hf_llama
+from testkit.tiny_models import hf_gpt2, hf_llama
 
 WINDOW = 24
 GPT2, LLAMA, PLANTED = "test/gpt2", "test/llama", "test/planted"

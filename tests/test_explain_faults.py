@@ -12,8 +12,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
-from openai_server import Fault
-from planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
 
 from harvest.explain.backends import InferenceBackend
 from harvest.explain.retry import RetryPolicy
@@ -22,8 +20,10 @@ from harvest.explain.workfile import WORK_DIR
 from hub_sync import format as fmt
 from hub_sync.reader import open_dataset
 from hub_sync.verify import verify_dataset
+from testkit.openai_server import Fault
+from testkit.planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
+from testkit.support import REPO
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)
 ANSWER = Fault("reply", text="the word dog")
 
@@ -166,7 +166,7 @@ def cli(*args: str, env_offline: str = "0") -> subprocess.CompletedProcess:
     env = os.environ | {"HF_HUB_OFFLINE": env_offline}
     return subprocess.run(
         [sys.executable, "-m", "harvest", "explain", *args],
-        cwd=REPO_ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

@@ -14,11 +14,11 @@ import pytest
 
 from hub_sync import format as fmt
 from hub_sync.card import render_card
+from hub_sync.manifest import ExplanationRun, Manifest
 from hub_sync.publish import push
 from hub_sync.reader import DatasetError, open_dataset
 from hub_sync.synthetic import write_synthetic_dataset
 from hub_sync.verify import verify_dataset
-from hub_sync.manifest import ExplanationRun, Manifest
 from hub_sync.writer import finish_dataset, write_explanations
 
 REPO_ID = "neuroscope-test/explained"

@@ -9,16 +9,16 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from planted import COLOUR_NEURON, DOG_NEURON, write_planted_dataset
 
 from harvest.explain import metrics, prompts, screening
 from harvest.explain.backends import TokenLogprob
 from harvest.explain.embedding import SentenceEmbedder
 from harvest.explain.examples import split_examples
-from hub_sync.records import examples_from_table
 from harvest.explain.scorers import EmbeddingScorer
 from harvest.explain.workfile import WorkFile
 from hub_sync.reader import open_dataset
+from hub_sync.records import examples_from_table
+from testkit.planted import COLOUR_NEURON, DOG_NEURON, write_planted_dataset
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_embeddings_are_unit_mean_pooled_minilm_vectors(embedder):
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     tokenizer, model = AutoTokenizer.from_pretrained(model_folder()), AutoModel.from_pretrained(model_folder())
-    for text, vector in zip(texts, vectors):  # one text alone: no padding, plain mean over its tokens
+    for text, vector in zip(texts, vectors, strict=True):  # one text alone: no padding, plain mean over its tokens
         states = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0].detach().numpy()
         mean = states.mean(axis=0)
         np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), atol=1e-5)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from planted import COLOUR_NEURON, DOG_NEURON, SILENT_NEURON, write_planted_dataset
 
 from harvest.explain import prompts
 from harvest.explain.backends import InferenceBackend, TransformersBackend
@@ -27,9 +26,10 @@ from harvest.explain.workfile import WORK_DIR
 from hub_sync import format as fmt
 from hub_sync.reader import open_dataset
 from hub_sync.verify import verify_dataset
+from testkit.planted import COLOUR_NEURON, DOG_NEURON, SILENT_NEURON, write_planted_dataset
+from testkit.support import REPO
 
 pytestmark = pytest.mark.slow
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_the_server_over_http_and_the_in_process_backend_agree(smollm2_llm, smol
         assert served.text == local.text and served.text.strip()
         assert (served.prompt_tokens, served.completion_tokens) == (local.prompt_tokens, local.completion_tokens)
         assert [position.token for position in served.logprobs] == [position.token for position in local.logprobs]
-        for mine, theirs in zip(served.logprobs, local.logprobs):
+        for mine, theirs in zip(served.logprobs, local.logprobs, strict=True):
             assert [token for token, _ in mine.top] == [token for token, _ in theirs.top]
             np.testing.assert_allclose([lp for _, lp in mine.top], [lp for _, lp in theirs.top], atol=1e-3)
     assert [request.stream for request in smollm2_llm.requests()] == [False, True]
@@ -125,7 +125,7 @@ def _cli(dataset: Path, model: Path) -> subprocess.Popen:
         "16",
         "--no-progress",
     ]
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _without_dates(folder: Path) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import shutil
@@ -14,33 +15,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from harvest.__main__ import build_parser, config_from
+from harvest.config import HarvestConfig
+from harvest.plan import PACKAGE, code_version
 from harvest.run_folder import checkpoint_file
 from hub_sync import format as fmt
-
-from tiny_models import native_model
+from testkit.support import dataset_contents, run_harvest
 
 OPTIONS = ["--window", "24", "--batch-size", "4", "--top-k", "4", "--random-k", "3", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    return native_model(tmp_path_factory.mktemp("cli") / "model", n_layers=2, d_mlp=32, n_ctx=64)
-
-
-def run_harvest(*args: str, **popen) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "harvest", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, **popen)
-
-
-def dataset_contents(folder: Path) -> dict:
-    """Everything a dataset says, minus the wall-clock dates in its manifest."""
-    manifest = json.loads((folder / fmt.MANIFEST_FILE).read_text())
-    for key in ("started", "finished"):
-        manifest["harvest"].pop(key)
-    tables = {
-        path.relative_to(folder).as_posix(): pq.read_table(path).to_pydict() for path in folder.rglob("*.parquet")
-    }
-    return {"manifest": manifest, "tables": tables}
 
 
 def test_help_explains_every_option():
@@ -57,6 +39,15 @@ def _assert_refused(result: subprocess.CompletedProcess, out: Path, *phrases: st
     for phrase in phrases:
         assert phrase in result.stderr
     assert not out.exists(), "nothing may be written for bad input"
+
+
+def test_the_command_lines_defaults_are_harvest_configs():
+    parsed = config_from(build_parser().parse_args(["--model", "m", "--out", "o"]))
+    assert parsed == HarvestConfig(model="m", out=Path("o"))
+
+
+def test_the_recorded_code_version_is_the_installed_packages():
+    assert code_version() == importlib.metadata.version(PACKAGE) == importlib.metadata.version("neuroscope-hub")
 
 
 def test_unknown_model_names_what_model_accepts(tmp_path):
@@ -199,7 +190,6 @@ def test_hub_corpus_streams_through_datasets_and_equals_the_local_file(model_fol
     """A Hub dataset id is streamed by `datasets` (over HTTP from the loopback Hub) into the same windows."""
     import pyarrow as pa
 
-    from harvest.config import HarvestConfig
     from harvest.corpus import CorpusSpec
     from harvest.run import harvest
 
@@ -223,7 +213,6 @@ def test_hub_corpus_streams_through_datasets_and_equals_the_local_file(model_fol
 
 def test_a_model_from_a_local_folder_is_named_after_the_folder_not_its_path(model_folder, tmp_path):
     """The name the dataset and the Space show is the model's own; the path it was loaded from is its source."""
-    from harvest.config import HarvestConfig
     from harvest.run import harvest
     from space.sources import open_sources
 

@@ -26,18 +26,11 @@ from harvest.run_folder import CHECKPOINT_DIR, PART_FILE, CheckpointMismatch, ch
 from harvest.selection import LayerState, activation_dtype, state_bytes
 from harvest.tokens import token_store_bytes
 from hub_sync import format as fmt
-
-from test_harvest_cli import dataset_contents, run_harvest
-from tiny_models import native_model
+from testkit.support import dataset_contents, run_harvest
 
 WINDOW, BATCH, TOP_K, RANDOM_K, BOTTOM_K, WINDOWS = 24, 4, 4, 3, 2, 150
 OPTIONS = ["--window", str(WINDOW), "--batch-size", str(BATCH), "--top-k", str(TOP_K), "--random-k", str(RANDOM_K),
            "--bottom-k", str(BOTTOM_K), "--tokens", str(WINDOWS * WINDOW), "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    return native_model(tmp_path_factory.mktemp("distributed") / "model", n_layers=2, d_mlp=32, n_ctx=64)
 
 
 @pytest.fixture(scope="module")
@@ -207,11 +200,10 @@ def test_corpus_error_from_the_batch_thread_reaches_the_caller(model_folder, mod
 def test_ctrl_c_during_a_batch_waits_for_the_batch():
     handler = signal.getsignal(signal.SIGINT)
     finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with _interrupt_after_batch():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            finished.append(True)
+    with pytest.raises(KeyboardInterrupt), _interrupt_after_batch():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        finished.append(True)
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is handler
 

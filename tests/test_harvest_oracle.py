@@ -13,9 +13,8 @@ from harvest.corpus import CorpusSpec
 from harvest.models import load_model
 from harvest.run import harvest
 from hub_sync import format as fmt
-
-from harvest_oracle import all_activations, reference_neuron, reference_windows
-from tiny_models import native_model
+from testkit.harvest_oracle import all_activations, reference_neuron, reference_windows
+from testkit.tiny_models import native_model
 
 WINDOW = 24
 N_WINDOWS = 45

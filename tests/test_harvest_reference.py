@@ -13,8 +13,7 @@ from harvest.config import HarvestConfig
 from harvest.corpus import CorpusSpec
 from harvest.run import harvest
 from hub_sync import format as fmt
-
-from tiny_models import hf_gpt2, hf_llama
+from testkit.tiny_models import hf_gpt2, hf_llama
 
 
 def _output_projections(model) -> list[torch.nn.Module]:

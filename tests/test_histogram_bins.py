@@ -41,7 +41,7 @@ def labels() -> list[str]:
 def test_every_counted_value_lies_in_its_bin_and_in_no_other():
     values = np.concatenate([EDGES, np.nextafter(EDGES, np.float32(np.inf)), np.nextafter(EDGES, np.float32(-np.inf)),
                              [0.0, -0.0, SMALLEST_POSITIVE, -SMALLEST_POSITIVE, 3e38, -3e38]]).astype(np.float32)
-    for value, counted in zip(values, counted_bins(values)):
+    for value, counted in zip(values, counted_bins(values), strict=True):
         holding = [index for index in range(len(EDGES) + 1) if histogram_bin(index, HISTOGRAM_EDGES).contains(value)]
         assert holding == [counted], value
 

@@ -7,6 +7,7 @@ the values the harvest stored, and brute-force rankings written the obvious way.
 from __future__ import annotations
 
 import json
+import pydoc_data.topics
 import shutil
 import threading
 import urllib.request
@@ -16,22 +17,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
-import pydoc_data.topics
 import pytest
 import torch
 from gradio_client import Client
 
 from harvest.models import load_model
+from harvested import harvested_dataset
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
 from space.live.model import LiveModels
 from space.live.texts import MAX_LIST_TOKENS, MAX_TEXTS_PER_LIST
-from space.live.views import LiveContext, find_view, probe_view
 from space.live.ui import live_tabs
+from space.live.views import LiveContext, find_view, probe_view
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
-from harvested import harvested_dataset
 
 LAYERS = [0, 1, 2]
 MODEL = "test/tiny"
@@ -92,7 +92,10 @@ def test_live_activations_equal_the_forward_pass_and_the_stored_windows(live):
         np.testing.assert_allclose(values["activations"], row["activations"], atol=2e-3, rtol=2e-3)
         direct = forward(live.model, row["token_ids"], [1])[0, :, row["neuron"]]
         np.testing.assert_allclose(values["activations"], direct, atol=1e-5, rtol=1e-5)
-        titles = [f'title="{value:.4g}">{escape(visible_token(token), quote=True)}</span>' for token, value in zip(row["tokens"], direct)]
+        titles = [
+            f'title="{value:.4g}">{escape(visible_token(token), quote=True)}</span>'
+            for token, value in zip(row["tokens"], direct, strict=True)
+        ]
         assert all(title in html for title in titles)
         checked += 1
     assert checked >= 10, "most stored windows should re-tokenize to their own ids"
@@ -107,9 +110,14 @@ def test_top_neurons_equal_a_brute_force_ranking(live):
     text = "for index, item in enumerate(items):\n    if item is None:\n        continue"
     notice, html, values = live.client.predict(MODEL, text, 12, api_name="/top_neurons")
     acts = forward(live.model, text_ids(live.model, text), LAYERS)
-    dataset_max = {layer: pq.read_table(live.dataset / fmt.neurons_path(layer)).column("max").to_pylist() for layer in LAYERS}
+    dataset_max = {
+        layer: pq.read_table(live.dataset / fmt.neurons_path(layer)).column("max").to_pylist() for layer in LAYERS
+    }
     peak = {(layer, n): float(acts[i, 1:, n].max()) for i, layer in enumerate(LAYERS) for n in range(acts.shape[2])}
-    relative = {key: value / dataset_max[key[0]][key[1]] if dataset_max[key[0]][key[1]] > 0 else np.nan for key, value in peak.items()}
+    relative = {
+        key: value / dataset_max[key[0]][key[1]] if dataset_max[key[0]][key[1]] > 0 else np.nan
+        for key, value in peak.items()
+    }
     assert [(hit["layer"], hit["neuron"]) for hit in values["by_max"]] == brute_force_ranking(peak, 12)
     assert [(hit["layer"], hit["neuron"]) for hit in values["by_relative"]] == brute_force_ranking(relative, 12)
     for hit in values["by_max"] + values["by_relative"]:
@@ -121,13 +129,18 @@ def test_top_neurons_equal_a_brute_force_ranking(live):
     assert notice == ""
 
 
-def brute_force_separation(positive: list[np.ndarray], negative: list[np.ndarray]) -> dict[tuple[int, int], tuple[float, float]]:
+def brute_force_separation(
+    positive: list[np.ndarray], negative: list[np.ndarray]
+) -> dict[tuple[int, int], tuple[float, float]]:
     """(AUROC, Cohen's d) per (layer, neuron) from per-sample [layers, d_mlp] maxima, by pairwise comparison."""
     with_values, without_values = np.stack(positive), np.stack(negative)
     result = {}
     for layer_row, layer in enumerate(LAYERS):
         for neuron in range(with_values.shape[2]):
-            a, b = with_values[:, layer_row, neuron].astype(np.float64), without_values[:, layer_row, neuron].astype(np.float64)
+            a, b = (
+                with_values[:, layer_row, neuron].astype(np.float64),
+                without_values[:, layer_row, neuron].astype(np.float64),
+            )
             wins = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
             pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
             result[layer, neuron] = (wins / (len(a) * len(b)), (a.mean() - b.mean()) / pooled)
@@ -145,18 +158,22 @@ def check_finder(values: dict, expected: dict[tuple[int, int], tuple[float, floa
 def test_finder_ranking_equals_brute_force_per_text(live):
     positive = [f"{line[:40]}{' lambda'} {line[40:]}" for line in doc_lines(10)]
     negative = doc_lines(12, start=10)
-    notice, html, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), "higher with the feature", 15, api_name="/find")
+    notice, html, values = live.client.predict(
+        MODEL, "\n".join(positive), "\n".join(negative), "higher with the feature", 15, api_name="/find"
+    )
     peaks = [forward(live.model, text_ids(live.model, text), LAYERS)[:, 1:].max(axis=1) for text in positive + negative]
     check_finder(values, brute_force_separation(peaks[:10], peaks[10:]), 15)
     assert len(values["samples"]) == 22 and [row["layer"] for row in values["layers"]] == LAYERS
-    assert notice == "" and f'L{values["top"][0]["layer"]} N{values["top"][0]["neuron"]}</a>' in html
+    assert notice == "" and f"L{values['top'][0]['layer']} N{values['top'][0]['neuron']}</a>" in html
 
 
 def test_finder_with_marked_spans_compares_the_span_with_the_rest(live):
     lines = doc_lines(8, start=30)
     positive = [f"{line[:30]} [[lambda x]] {line[30:]}" for line in lines]
     negative = doc_lines(8, start=50)
-    notice, _, values = live.client.predict(MODEL, "\n".join(positive), "\n".join(negative), "higher with the feature", 10, api_name="/find")
+    notice, _, values = live.client.predict(
+        MODEL, "\n".join(positive), "\n".join(negative), "higher with the feature", 10, api_name="/find"
+    )
     with_peaks, without_peaks = [], []
     for line in lines:
         plain = f"{line[:30]} lambda x {line[30:]}"
@@ -214,8 +231,11 @@ def test_bad_text_gives_a_message(live):
 
 
 def test_the_count_follows_the_number_rule(live):
-    for count, said, listed in ((3.5, "Neurons to list 3.5 is not a whole number; listing 20", 20),
-                                (0, "Neurons to list: 0 is not in 1..100; listing 1", 1), (4.0, "", 4)):
+    for count, said, listed in (
+        (3.5, "Neurons to list 3.5 is not a whole number; listing 20", 20),
+        (0, "Neurons to list: 0 is not in 1..100; listing 1", 1),
+        (4.0, "", 4),
+    ):
         notice, _, values = live.client.predict(MODEL, "def f(x): return x", count, api_name="/top_neurons")
         assert said in notice and len(values["by_max"]) == listed and (said or notice == "")
 
@@ -233,11 +253,15 @@ def test_a_model_that_cannot_load_turns_live_off_while_browsing_works(live):
 
 def test_tiny_unbalanced_and_long_lists_get_clear_messages(live):
     client = live.client
-    notice, _, values = client.predict(MODEL, "one text", "another text\nand more", "higher with the feature", 5, api_name="/find")
+    notice, _, values = client.predict(
+        MODEL, "one text", "another text\nand more", "higher with the feature", 5, api_name="/find"
+    )
     assert "Too few texts for the finder: 1 samples with the feature and 2 without" in notice and values == {}
     notice, _, values = client.predict(MODEL, "\n".join(doc_lines(3)), "\n".join(doc_lines(3, 5)), api_name="/probe")
     assert "Too few texts for the probe" in notice and values == {}
-    notice, _, values = client.predict(MODEL, "\n".join(doc_lines(2)), "\n".join(doc_lines(9, 5)), "higher with the feature", 5, api_name="/find")
+    notice, _, values = client.predict(
+        MODEL, "\n".join(doc_lines(2)), "\n".join(doc_lines(9, 5)), "higher with the feature", 5, api_name="/find"
+    )
     assert "unbalanced (2 samples with the feature, 9 without)" in notice and "coarse steps" in notice and values["top"]
     short = [line[:20] for line in doc_lines(70)]
     notice, _, values = client.predict(MODEL, "\n".join(short), "\n".join(short[:5]), "either way", 5, api_name="/find")
@@ -262,8 +286,10 @@ def test_lists_over_the_token_budget_keep_a_share_of_each_and_say_so(live):
     assert total + costs[positive[kept_with]] > MAX_LIST_TOKENS, "the next with-feature text would not fit"
     assert total + costs[negative[kept_without]] > MAX_LIST_TOKENS, "the next without-feature text would not fit"
     assert abs(kept_with - kept_without) <= 1, "taken in turns, lines of similar length keep similar shares"
-    assert (f"the first {kept_with} of {MAX_TEXTS_PER_LIST} with-feature and {kept_without} of {MAX_TEXTS_PER_LIST} "
-            "without-feature texts were used") in notice
+    assert (
+        f"the first {kept_with} of {MAX_TEXTS_PER_LIST} with-feature and {kept_without} of {MAX_TEXTS_PER_LIST} "
+        "without-feature texts were used"
+    ) in notice
 
 
 def test_the_finder_and_the_probe_report_their_progress(live):
@@ -272,8 +298,14 @@ def test_the_finder_and_the_probe_report_their_progress(live):
     last_words = {}
     for view, args in ((probe_view, ()), (find_view, ("either way", 5))):
         heard: list[tuple[float | None, str]] = []
-        notice, _, values = view(context, MODEL, "\n".join(lines[:10]), "\n".join(lines[10:]), *args,
-                                 progress=lambda fraction, desc: heard.append((fraction, desc)))
+        notice, _, values = view(
+            context,
+            MODEL,
+            "\n".join(lines[:10]),
+            "\n".join(lines[10:]),
+            *args,
+            progress=lambda fraction, desc: heard.append((fraction, desc)),  # noqa: B023 - called in this loop
+        )
         fractions = [fraction for fraction, _ in heard if fraction is not None]
         assert values and fractions == sorted(fractions) and fractions[-1] == 1.0, (notice, heard)
         assert "Running the model: 20 of 20 texts" in [desc for _, desc in heard]
@@ -297,7 +329,9 @@ def test_concurrent_first_requests_load_the_model_once(tmp_path):
 
     models = LiveModels(loader=counting_loader)
     loaded: list[object] = []
-    threads = [threading.Thread(target=lambda: loaded.append(models.get(catalog.models["test/concurrent"]))) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: loaded.append(models.get(catalog.models["test/concurrent"]))) for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

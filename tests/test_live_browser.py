@@ -45,7 +45,10 @@ def test_text_deep_link_reproduces_the_live_view_and_runs_update_it(site):
     assert page.input_value("#ns-live-text textarea") == text
     assert "L1 N" in page.inner_text("#ns-top-neurons") or "L0 N" in page.inner_text("#ns-top-neurons")
     shown = "".join(page.locator("#ns-live-tokens .ns-text .t").all_inner_texts())
-    assert shown.replace("↵", "\n").replace("·", " ").endswith("return x") and page.locator("#ns-live-tokens b").count() == 0
+    assert (
+        shown.replace("↵", "\n").replace("·", " ").endswith("return x")
+        and page.locator("#ns-live-tokens b").count() == 0
+    )
     page.screenshot(path=ARTIFACTS / "live.png", full_page=True)
     page.fill("#ns-live-text textarea", "while True:\n    pass")
     page.click("#ns-live-run")
@@ -57,8 +60,10 @@ def test_text_deep_link_reproduces_the_live_view_and_runs_update_it(site):
 def test_effect_deep_link_reproduces_the_effect_view_and_runs_update_it(site):
     url, page = site
     text = "def <img src=x onerror=window.__pwned=1>(x):\n    return x"
-    page.goto(f"{url}?model={quote(MODEL, safe='')}&layer=1&neuron=5&effect={quote(text, safe='')}"
-              f"&neurons=L1N5%2C%20L0N2&intervention=clamp%202x%20max")
+    page.goto(
+        f"{url}?model={quote(MODEL, safe='')}&layer=1&neuron=5&effect={quote(text, safe='')}"
+        f"&neurons=L1N5%2C%20L0N2&intervention=clamp%202x%20max"
+    )
     page.wait_for_selector("#ns-effect-result .ns-text .t")
     assert page.input_value("#ns-effect-text textarea") == text
     assert page.input_value("#ns-effect-neurons textarea, #ns-effect-neurons input") == "L1N5, L0N2"
@@ -100,7 +105,9 @@ def test_a_dataset_without_a_model_turns_the_live_buttons_off_with_the_reason(si
     page.goto(f"{url}?model=org/synthetic&layer=0&neuron=1")
     page.wait_for_selector(".ns-title")
     page.get_by_role("tab", name="Live").click()
-    page.wait_for_function("() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')")
+    page.wait_for_function(
+        "() => document.querySelector('#ns-live-status').innerText.includes('names no model to load')"
+    )
     assert page.locator("#ns-live-run").is_disabled()
     page.get_by_role("tab", name="Effect").click()
     assert page.locator("#ns-ablate").is_disabled() and page.locator("#ns-steer").is_disabled()

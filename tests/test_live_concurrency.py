@@ -16,8 +16,8 @@ from gradio_client import Client
 from space.live.model import LiveModels
 from space.live.ui import live_tabs
 from space.server import CONCURRENT_EVENTS, build_app, running
-from space.ui import build_blocks
 from space.sources import open_sources
+from space.ui import build_blocks
 from test_live_api import doc_lines, harvested_dataset, text_ids
 
 MODEL = "test/concurrent-users"
@@ -71,7 +71,7 @@ def assert_same(concurrent: object, alone: object, where: str = "") -> None:
             assert_same(concurrent[key], alone[key], f"{where}.{key}")
     elif isinstance(alone, list):
         assert isinstance(concurrent, list) and len(concurrent) == len(alone), where
-        for index, (got, expected) in enumerate(zip(concurrent, alone)):
+        for index, (got, expected) in enumerate(zip(concurrent, alone, strict=True)):
             assert_same(got, expected, f"{where}[{index}]")
     elif isinstance(alone, float) and not isinstance(concurrent, str):
         assert math.isclose(concurrent, alone, rel_tol=1e-5, abs_tol=1e-6), f"{where}: {concurrent} != {alone}"
@@ -84,7 +84,7 @@ def test_concurrent_live_calls_equal_the_same_calls_made_one_at_a_time(served):
     requests = calls(model)
     client = Client(url, verbose=False)
     alone = [client.predict(*args, api_name=endpoint) for endpoint, args in requests]
-    for (endpoint, _), result in zip(requests, alone):
+    for (endpoint, _), result in zip(requests, alone, strict=True):
         assert result[2], f"{endpoint} returned no values: {result[0]}"
     clients = threading.local()
     start = threading.Barrier(len(requests))
@@ -99,7 +99,7 @@ def test_concurrent_live_calls_equal_the_same_calls_made_one_at_a_time(served):
     for round_number in range(ROUNDS):
         with ThreadPoolExecutor(max_workers=len(requests)) as pool:
             together = list(pool.map(call, requests))
-        for (endpoint, _), got, expected in zip(requests, together, alone):
+        for (endpoint, _), got, expected in zip(requests, together, alone, strict=True):
             assert got[0] == expected[0], f"round {round_number}, {endpoint}: {got[0]}"
             assert_same(got[2], expected[2], f"round {round_number} {endpoint}")
 

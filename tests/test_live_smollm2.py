@@ -30,8 +30,14 @@ def test_smollm2_live_values_equal_the_harvest(smollm2_folder, tmp_path):
     dataset = harvest(config, model)
     catalog = open_sources([str(dataset)])
     name = catalog.model_names[0]
-    table = pq.read_table(dataset / fmt.examples_path(20), filters=[("neuron", "<", 64), ("kind", "=", "top")]).to_pylist()
-    rows = [row for row in table if model.tokenizer("".join(row["tokens"][1:]), add_special_tokens=False)["input_ids"] == row["token_ids"][1:]]
+    table = pq.read_table(
+        dataset / fmt.examples_path(20), filters=[("neuron", "<", 64), ("kind", "=", "top")]
+    ).to_pylist()
+    rows = [
+        row
+        for row in table
+        if model.tokenizer("".join(row["tokens"][1:]), add_special_tokens=False)["input_ids"] == row["token_ids"][1:]
+    ]
     assert len(rows) >= 10, "most stored windows should re-tokenize to their own ids"
     with running(build_app(catalog, live_tabs(LiveModels(device="cpu")))) as url:
         client = Client(url, verbose=False)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from space.live.probe import ProbeDataError, consistent_grams, held_out_accuracy, logistic_decisions, probe, standardised_folds
+from space.live.probe import (
+    ProbeDataError,
+    consistent_grams,
+    held_out_accuracy,
+    logistic_decisions,
+    probe,
+    standardised_folds,
+)
 from space.live.stats import DIRECTIONS, Separation, auroc, cohens_d, descending_order, separation_order
 from space.live.texts import strip_marks
 
@@ -51,7 +58,9 @@ def test_logistic_regression_equals_a_reference_optimiser():
     decisions = logistic_decisions(gram, train_gram, labels.expand(1, 3, 30), train)[0]
     weights = torch.zeros(3, 50, dtype=torch.float64, requires_grad=True)
     biases = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights, biases], max_iter=5000, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weights, biases], max_iter=5000, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
+    )
 
     def objective():
         optimizer.zero_grad()
@@ -71,7 +80,9 @@ def test_probe_finds_the_layer_that_carries_a_constructed_feature():
     labels = np.arange(60) % 2 == 0
     features = torch.from_numpy(rng.normal(size=(3, 60, 40)).astype(np.float32))
     direction = torch.from_numpy(rng.normal(size=40).astype(np.float32))
-    features[2] += 3.0 * torch.from_numpy(np.where(labels, 1.0, -1.0).astype(np.float32))[:, None] * direction / direction.norm()
+    features[2] += (
+        3.0 * torch.from_numpy(np.where(labels, 1.0, -1.0).astype(np.float32))[:, None] * direction / direction.norm()
+    )
     result = probe(features, labels)
     assert result.accuracy[2] >= 0.95
     assert abs(result.accuracy[0] - 0.5) < 0.2 and abs(result.accuracy[1] - 0.5) < 0.2

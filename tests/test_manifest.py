@@ -6,14 +6,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from hub_sync import format as fmt
 from hub_sync.manifest import CorpusInfo, HarvestInfo, Manifest, ManifestError, ModelInfo, key_table
+from testkit.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 # A manifest as format 1.0 harvests wrote it (commit 82150e8), from a model in a local folder: the name is its path.
 PUBLISHED = json.loads((REPO / "tests" / "data" / "manifest-1.0.json").read_text())
 

@@ -25,9 +25,9 @@ from hub_sync.manifest import Manifest
 from hub_sync.publish import PublishError, pull, push
 from hub_sync.synthetic import write_synthetic_dataset
 from hub_sync.verify import verify_dataset
+from testkit.support import REPO
 
 REPO_ID = "neuroscope-test/synthetic-model"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 D_MLP = 64
 TOP_K, RANDOM_K = 5, 3
 
@@ -296,7 +296,7 @@ def test_resolve_headers_and_range_edge_cases(hub_server, dataset_dir):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "hub_sync", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "hub_sync", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hub_sync import format as fmt
 from hub_sync.reader import DatasetError, open_dataset, parse_hub_source
 from hub_sync.synthetic import write_synthetic_dataset
 from space.sources import open_sources
+from testkit.support import edit_manifest
 
 D_MLP = 200  # 64 neurons per row group: four row groups, the last one partial
 
@@ -52,13 +54,6 @@ def row_group_span(folder: Path, layer: int, group: int) -> tuple[int, int]:
     return min(starts), max(ends) - 1
 
 
-def edit_manifest(folder: Path, **changes) -> None:
-    path = folder / fmt.MANIFEST_FILE
-    manifest = json.loads(path.read_text())
-    manifest.update(changes)
-    path.write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize("which", ["dataset_dir", "hostile_dir"])
 def test_every_neurons_examples_equal_a_full_read(which, request):
     folder = request.getfixturevalue(which)
@@ -91,7 +86,7 @@ def test_pages_read_from_many_threads_match_serial_reads(dataset_dir):
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(lambda page: ds.examples(*page), pages * 2))
     serial = [full_examples(dataset_dir, *page) for page in pages * 2]
-    assert all(got.equals(want) for got, want in zip(parallel, serial))
+    assert all(got.equals(want) for got, want in zip(parallel, serial, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -113,14 +108,14 @@ def test_out_of_range_requests_raise_dataset_error(dataset_dir, layer, neuron, m
 
 
 def test_unknown_major_format_version_is_refused(copy_dir):
-    edit_manifest(copy_dir, format_version="2.0")
+    edit_manifest(copy_dir, lambda manifest: manifest.update(format_version="2.0"))
     message = r"neuroscope.json .*format_version 2.0 has major version 2; .*knows major version 1"
     with pytest.raises(DatasetError, match=message):
         open_dataset(copy_dir)
 
 
 def test_newer_minor_format_version_is_read(copy_dir):
-    edit_manifest(copy_dir, format_version="1.7")
+    edit_manifest(copy_dir, lambda manifest: manifest.update(format_version="1.7"))
     assert open_dataset(copy_dir).examples(0, 0).num_rows == 10
 
 
@@ -255,7 +250,7 @@ def test_newer_minor_version_may_add_columns(copy_dir):
     path = copy_dir / fmt.examples_path(0)
     table = pq.read_table(path)
     pq.write_table(table.append_column("future", pa.array([1.0] * table.num_rows)), path, row_group_size=640)
-    edit_manifest(copy_dir, format_version="1.2")
+    edit_manifest(copy_dir, lambda manifest: manifest.update(format_version="1.2"))
     assert open_dataset(copy_dir).examples(0, 70).equals(full_examples(copy_dir, 0, 70))
 
 
@@ -267,7 +262,7 @@ def test_hub_pages_from_many_threads_cost_one_get_each(hub_server, dataset_dir):
     neurons = list(range(0, D_MLP, 7))
     with ThreadPoolExecutor(max_workers=8) as pool:
         pages = list(pool.map(lambda neuron: ds.examples(0, neuron), neurons))
-    assert all(page.equals(full_examples(dataset_dir, 0, n)) for page, n in zip(pages, neurons))
+    assert all(page.equals(full_examples(dataset_dir, 0, n)) for page, n in zip(pages, neurons, strict=True))
     assert [request.status for request in hub_server.requests()] == [206] * len(neurons)
 
 
@@ -279,14 +274,8 @@ def test_a_neuron_split_across_row_groups_is_still_read_whole(copy_dir):
         assert ds.examples(1, neuron).equals(full_examples(copy_dir, 1, neuron))
 
 
-def change_manifest(section: str, **changes):
-    def change(folder: Path) -> None:
-        path = folder / fmt.MANIFEST_FILE
-        manifest = json.loads(path.read_text())
-        manifest[section].update(changes)
-        path.write_text(json.dumps(manifest))
-
-    return change
+def change_manifest(section: str, **changes) -> Callable[[Path], None]:
+    return lambda folder: edit_manifest(folder, lambda manifest: manifest[section].update(changes))
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,9 @@ from space.text import visible_token
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("space_api")
-    hostile = write_synthetic_dataset(root / "hostile", n_layers=2, d_mlp=32, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile")
+    hostile = write_synthetic_dataset(
+        root / "hostile", n_layers=2, d_mlp=32, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile"
+    )
     plain = write_synthetic_dataset(root / "plain", n_layers=3, d_mlp=16, name="org/plain", seed=2)
     catalog = open_sources([str(hostile), str(root / "missing"), str(plain)])
     with running(build_app(catalog)) as url:
@@ -50,7 +52,7 @@ def test_neuron_endpoint_returns_the_stored_neuron(served):
     assert scores == [f"{row['score']:.3g}" for row in examples]
     full_windows = re.findall(r'<div class="ns-text ns-full">(.*?)</div>', page)
     assert len(full_windows) == len(examples)
-    for window, row in zip(full_windows, examples):
+    for window, row in zip(full_windows, examples, strict=True):
         shown = re.findall(r'<span class="t [^"]*" title="[^"]*">([^<]*)</span>', window)
         assert shown == [escape(visible_token(token)) for token in row["tokens"]]
     for token in stats["logit_top_tokens"] + stats["peak_tokens"]:
@@ -82,7 +84,9 @@ def test_search_endpoint_matches_the_neuron_tables(served):
     for layer in (0, 1):
         for row in pq.read_table(folders["org/hostile"] / fmt.neurons_path(layer)).to_pylist():
             if keyword in row["peak_tokens"]:
-                expected.append((row["max"], layer, row["neuron"], row["peak_token_counts"][row["peak_tokens"].index(keyword)]))
+                expected.append(
+                    (row["max"], layer, row["neuron"], row["peak_token_counts"][row["peak_tokens"].index(keyword)])
+                )
     expected.sort(key=lambda hit: -hit[0])
     assert expected, "the hostile dataset should peak on its hostile tokens"
     got = [(row[1], row[2], row[4]) for row in results["data"]]
@@ -93,7 +97,11 @@ def test_search_endpoint_matches_the_neuron_tables(served):
 
 def test_hostile_strings_come_back_escaped(served):
     _, client, _ = served
-    pages = [client.predict("org/hostile", layer, neuron, api_name="/neuron")[4] for layer in (0, 1) for neuron in range(0, 32, 4)]
+    pages = [
+        client.predict("org/hostile", layer, neuron, api_name="/neuron")[4]
+        for layer in (0, 1)
+        for neuron in range(0, 32, 4)
+    ]
     html = "".join(pages)
     assert escape(HOSTILE_TOKENS[0]) in html and escape(HOSTILE_TOKENS[1]) in html
     assert "<script" not in html and "<img" not in html and "<b>bold" not in html
@@ -210,8 +218,11 @@ def test_the_api_and_short_links_take_whole_numbers_only_and_say_so(served):
     for layer in (1.5, "³", "9" * 5000):
         model, shown_layer, neuron, notice, _ = client.predict("org/plain", layer, 2, api_name="/neuron")
         assert (model, shown_layer, neuron) == ("org/plain", 0, 2) and "is not a whole number" in notice
-    links = {"n/org/plain/%C2%B3/2": "layer 0 · neuron 2", "n/org/plain/1/" + "9" * 5000: "layer 1 · neuron 0",
-             "n/org/plain/1.5/2": "layer 0 · neuron 2"}
+    links = {
+        "n/org/plain/%C2%B3/2": "layer 0 · neuron 2",
+        "n/org/plain/1/" + "9" * 5000: "layer 1 · neuron 0",
+        "n/org/plain/1.5/2": "layer 0 · neuron 2",
+    }
     for path, title in links.items():
         html = urllib.request.urlopen(url + path).read().decode()
         assert "is not a whole number" in html and f"<title>org/plain · {title}</title>" in html

@@ -14,7 +14,7 @@ import pytest
 
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
-from test_default import REPO, free_port
+from testkit.support import REPO, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -18,12 +18,12 @@ from hub_sync.synthetic import (
     write_synthetic_dataset,
     write_synthetic_explanations,
 )
-from openai_server import Fault, OpenAIServer
-from planted import write_planted_dataset
 from space.explainer import LiveExplainer
 from space.server import build_app, running
 from space.sources import open_sources
 from space.views import RESULT_COLUMNS
+from testkit.openai_server import Fault, OpenAIServer
+from testkit.planted import write_planted_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,12 @@ RESULT_CELL = "#ns-results [data-testid=cell-{row}-{col}]"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("space_browser")
-    plain = write_synthetic_dataset(root / "plain", n_layers=3, d_mlp=20, window=40, top_k=8, random_k=4, name="org/plain", seed=3)
-    hostile = write_synthetic_dataset(root / "hostile", n_layers=2, d_mlp=16, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile")
+    plain = write_synthetic_dataset(
+        root / "plain", n_layers=3, d_mlp=20, window=40, top_k=8, random_k=4, name="org/plain", seed=3
+    )
+    hostile = write_synthetic_dataset(
+        root / "hostile", n_layers=2, d_mlp=16, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile"
+    )
     catalog = open_sources([str(plain), str(hostile), str(root / "missing")])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running(build_app(catalog)) as url, sync_playwright() as playwright:
@@ -81,11 +85,14 @@ def test_deep_link_opens_the_neuron_and_moves_update_the_url(site, page):
     page.click("#ns-random")
     page.wait_for_timeout(1500)
     page.wait_for_function(
-        "() => { const p = new URLSearchParams(location.search); return document.querySelector('.ns-title').innerText === `${p.get('model')} · layer ${p.get('layer')} · neuron ${p.get('neuron')}`; }"
+        "() => { const p = new URLSearchParams(location.search); return document.querySelector('.ns-title').innerText"
+        " === `${p.get('model')} · layer ${p.get('layer')} · neuron ${p.get('neuron')}`; }"
     )
     shown = title(page)
     page.click("#ns-copy")
-    page.wait_for_function("() => (document.querySelector('#ns-link textarea, #ns-link input')?.value || '').includes('neuron=')")
+    page.wait_for_function(
+        "() => (document.querySelector('#ns-link textarea, #ns-link input')?.value || '').includes('neuron=')"
+    )
     link = page.input_value("#ns-link textarea, #ns-link input")
     assert "__sign" not in link and link.startswith(url)
     assert page.input_value("#ns-card textarea, #ns-card input").startswith(url + "n/org/plain/")

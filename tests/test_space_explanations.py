@@ -28,8 +28,6 @@ from harvest.explain.run import ExplainConfig, explain_dataset
 from hub_sync import format as fmt
 from hub_sync.reader import open_dataset
 from hub_sync.synthetic import HOSTILE_EXPLANATIONS, write_synthetic_dataset, write_synthetic_explanations
-from openai_server import Fault, OpenAIServer
-from planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
 from space.explainer import ENABLE_HINT, LIVE_POLICY, LiveExplainer, explain_view, settings_from_env
 from space.explanations import Explanation
 from space.render import explanations_html
@@ -37,6 +35,8 @@ from space.server import CONCURRENT_EVENTS, build_app, running
 from space.sources import open_sources
 from space.ui import build_blocks
 from space.views import RESULT_COLUMNS, neuron_view
+from testkit.openai_server import Fault, OpenAIServer
+from testkit.planted import DOG_NEURON, SILENT_NEURON, write_planted_dataset
 
 EXPLAINED, PLAIN, PLANTED = "org/explained", "org/plain", "planted/model"
 SCORES = fmt.EXPLANATION_SCORES

@@ -20,7 +20,9 @@ from space.views import SNIPPET_LIMIT, neuron_view, search_view
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
     root = tmp_path_factory.mktemp("space_views")
-    hostile = write_synthetic_dataset(root / "hostile", n_layers=3, d_mlp=40, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile")
+    hostile = write_synthetic_dataset(
+        root / "hostile", n_layers=3, d_mlp=40, bottom_k=2, d_vocab=10, hostile=True, name="org/hostile"
+    )
     plain = write_synthetic_dataset(root / "plain", n_layers=2, d_mlp=24, name="org/plain", seed=1)
     broken = root / "broken"
     broken.mkdir()
@@ -152,7 +154,8 @@ def test_search_finds_exactly_the_neurons_peaking_on_the_keyword(catalog, keywor
     expected = brute_force_search(catalog, keyword, 1, 2)
     assert expected, "the hostile dataset's small vocabulary makes every keyword a peak token"
     notice, frame = search_view(catalog, keyword, None, 1, 2, "max")
-    assert [(m, l, n) for m, l, n, _ in expected] == list(zip(frame["model"], frame["layer"], frame["neuron"]))
+    shown = list(zip(frame["model"], frame["layer"], frame["neuron"], strict=True))
+    assert [(m, layer, n) for m, layer, n, _ in expected] == shown
     assert f"{len(expected):,} neurons" in notice
     assert frame["matches"].min() >= 1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
 from hub_sync.verify import verify_dataset
 from hub_sync.writer import write_examples_parquet
+from testkit.support import edit_manifest
 
 D_MLP = 100
 PER_NEURON = 5 + 3 + 2  # top_k + random_k + bottom_k of the fixture dataset
@@ -34,13 +34,6 @@ def valid_dir(tmp_path_factory) -> Path:
 def dataset(valid_dir, tmp_path) -> Path:
     """A private copy of the valid dataset that a test may damage."""
     return Path(shutil.copytree(valid_dir, tmp_path / "ds"))
-
-
-def edit_manifest(folder: Path, change: Callable[[dict], None]) -> None:
-    path = folder / fmt.MANIFEST_FILE
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
 
 
 def rewrite(path: Path, change: Callable[[pa.Table], pa.Table], rows_per_group: int | None = None) -> None:

@@ -201,9 +201,10 @@ class TransformersBackend:
         ends = [index for index, token in enumerate(generated) if token == self.tokenizer.eos_token_id]
         generated = generated[: ends[0]] if ends else generated
         logprobs = None
-        if top_logprobs:
+        if top_logprobs:  # the logits run on past the EOS cut: zip stops at the kept tokens
             logprobs = tuple(
-                self._position(step[0], token, top_logprobs) for step, token in zip(output.logits, generated)
+                self._position(step[0], token, top_logprobs)
+                for step, token in zip(output.logits, generated, strict=False)
             )
         completion = Completion(
             self.tokenizer.decode(generated, skip_special_tokens=True), prompt_length, len(generated), logprobs
@@ -213,7 +214,10 @@ class TransformersBackend:
     def _position(self, logits: Any, token: int, top_logprobs: int) -> TokenLogprob:
         values = self._torch.log_softmax(logits.float(), dim=-1)
         best = self._torch.topk(values, top_logprobs)
-        top = tuple((self.tokenizer.decode([index]), float(value)) for value, index in zip(best.values, best.indices))
+        top = tuple(
+            (self.tokenizer.decode([index]), float(value))
+            for value, index in zip(best.values, best.indices, strict=True)
+        )
         return TokenLogprob(self.tokenizer.decode([token]), top)
 
     def supports_logprobs(self) -> bool:

@@ -32,7 +32,7 @@ def auroc(positive_scores: Sequence[float], negative_scores: Sequence[float]) ->
     sorted_values = combined[order]
     starts = np.flatnonzero(np.r_[True, np.diff(sorted_values) != 0])
     ends = np.r_[starts[1:], len(combined)]
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         ranks[order[start:end]] = (start + end + 1) / 2  # average 1-based rank of a run of ties
     u_statistic = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
     return float(u_statistic / (len(positive) * len(negative)))

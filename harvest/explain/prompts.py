@@ -44,8 +44,10 @@ def scaled(activations: Sequence[float], max_activation: float) -> list[int]:
 
 def _show_excerpt(number: int, item: Excerpt, max_activation: float) -> str:
     levels = scaled(item.activations, max_activation)
-    marked = "".join(f"<<{token}>>" if level >= MARK_FROM else token for token, level in zip(item.tokens, levels))
-    fired = "\n".join(f"{token!r}\t{level}" for token, level in zip(item.tokens, levels) if level > 0)
+    marked = "".join(
+        f"<<{token}>>" if level >= MARK_FROM else token for token, level in zip(item.tokens, levels, strict=True)
+    )
+    fired = "\n".join(f"{token!r}\t{level}" for token, level in zip(item.tokens, levels, strict=True) if level > 0)
     return f"Text {number}: {marked}\nTokens it fires on (0-10):\n{fired}"
 
 
@@ -120,7 +122,7 @@ def expected_value(position: TokenLogprob) -> float:
     if not weighted:
         return float(_digit_value(position.token) or 0)
     probabilities = [math.exp(logprob) for _, logprob in weighted]
-    return sum(value * p for (value, _), p in zip(weighted, probabilities)) / sum(probabilities)
+    return sum(value * p for (value, _), p in zip(weighted, probabilities, strict=True)) / sum(probabilities)
 
 
 def simulated_activations(positions: Sequence[TokenLogprob], n_tokens: int) -> list[float]:

@@ -27,9 +27,9 @@ from harvest.explain.examples import split_examples
 from harvest.explain.scorers import NEEDS_LOGPROBS, SCORER_NAMES, Scorer, build_scorers
 from harvest.explain.workfile import WorkFile, work_file_path
 from hub_sync import format as fmt
+from hub_sync.manifest import ExplanationRun, Manifest
 from hub_sync.publish import describe
 from hub_sync.reader import DatasetError, NeuronDataset, open_dataset
-from hub_sync.manifest import ExplanationRun, Manifest
 from hub_sync.writer import finish_dataset, write_explanations
 
 Neuron = tuple[int, int]  # (layer, neuron)

@@ -7,6 +7,7 @@ folds its records into the Parquet files, the work file is removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,7 +61,5 @@ class WorkFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # other runs' work files are still there
             self.path.parent.rmdir()
-        except OSError:
-            pass  # other runs' work files are still there

@@ -107,12 +107,15 @@ def pooled_activations(
 
         def keep(name: str):
             def hook(acts: torch.Tensor, hook) -> None:
-                captured[name] = _pool(acts[sample_rows].float(), masks, reduce).cpu()
+                captured[name] = _pool(acts[sample_rows].float(), masks, reduce).cpu()  # noqa: B023 - run in this loop
 
             return hook
 
         model.bridge.run_with_hooks(
-            tokens.to(device), fwd_hooks=[(name, keep(name)) for name in hook_names], stop_at_layer=stop_at_layer, return_type=None
+            tokens.to(device),
+            fwd_hooks=[(name, keep(name)) for name in hook_names],
+            stop_at_layer=stop_at_layer,
+            return_type=None,
         )
         if pooled is None:
             pooled = torch.zeros((len(hook_names), len(samples), captured[hook_names[0]].shape[-1]))

@@ -35,9 +35,14 @@ def model_spec(dataset: NeuronDataset) -> str:
     """The MODEL spec the harvest used, or LiveUnavailable when the manifest names none that could load here."""
     source = dataset.manifest.model.source
     if not source or not source.strip():
-        raise LiveUnavailable(f"the dataset of {dataset.name!r} names no model to load (its manifest has no model.source)")
+        raise LiveUnavailable(
+            f"the dataset of {dataset.name!r} names no model to load (its manifest has no model.source)"
+        )
     if source.startswith(PATH_PREFIXES) and not Path(source).expanduser().exists():
-        raise LiveUnavailable(f"the model of {dataset.name!r} was harvested from the local folder {source!r}, which is not on this machine")
+        raise LiveUnavailable(
+            f"the model of {dataset.name!r} was harvested from the local folder {source!r}, "
+            "which is not on this machine"
+        )
     return source
 
 
@@ -95,7 +100,8 @@ class LiveModels:
         return model, None
 
     def known_failure(self, dataset: NeuronDataset) -> str | None:
-        """Why the live tabs are off for this dataset, from the manifest or an earlier load; None if not known to fail."""
+        """Why the live tabs are off for this dataset, from the manifest or an earlier load; None if not known to
+        fail."""
         try:
             model_spec(dataset)
         except LiveUnavailable as error:

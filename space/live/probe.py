@@ -52,7 +52,9 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return assignment
 
 
-def logistic_decisions(gram: torch.Tensor, train_gram: torch.Tensor, labels: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+def logistic_decisions(
+    gram: torch.Tensor, train_gram: torch.Tensor, labels: torch.Tensor, train: torch.Tensor
+) -> torch.Tensor:
     """Decision values w.x + b on every sample of independent L2-regularised logistic regressions.
 
     gram: [problems, samples, samples], x_s . x_j for training samples j (0 in held-out columns);

@@ -19,9 +19,12 @@ PLOT_HEIGHT = 260
 
 LIVE_CSS = """
 .ns-live-table { border-collapse: collapse; font-size: .88em; margin: .4em 0 1em 0; }
-.ns-live-table th, .ns-live-table td { padding: .15em .6em; border-bottom: 1px solid rgba(128,128,128,.2); text-align: right; }
+.ns-live-table th, .ns-live-table td { padding: .15em .6em; border-bottom: 1px solid rgba(128,128,128,.2);
+  text-align: right; }
 .ns-live-table th:first-child, .ns-live-table td:first-child { text-align: left; }
-.ns-live-table .ns-sample { display: inline-block; max-width: 28em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; vertical-align: bottom; }
+.ns-live-table .ns-sample { display: inline-block; max-width: 28em; overflow: hidden;
+  text-overflow: ellipsis; white-space: nowrap;
+  vertical-align: bottom; }
 .ns-probe { width: 100%; max-width: 620px; height: auto; }
 """
 
@@ -44,7 +47,10 @@ def number(value: float, digits: int = 4) -> str:
 def live_tokens_html(ref: NeuronRef, tokens: list[str], values: np.ndarray, scale: ColourScale) -> str:
     """The text's tokens coloured on the neuron's dataset scale; the peak after BOS outlined, values on hover."""
     peak = int(np.argmax(values[1:])) + 1 if len(values) > 1 else 0
-    body = "".join(token_html(token, float(value), scale, position == peak) for position, (token, value) in enumerate(zip(tokens, values)))
+    body = "".join(
+        token_html(token, float(value), scale, position == peak)
+        for position, (token, value) in enumerate(zip(tokens, values, strict=True))
+    )
     title = f"{escape(ref.model, quote=True)} · {neuron_link(ref.model, ref.layer, ref.neuron)}"
     note = (
         f'<p class="ns-muted">{title}. Colour scale: {scale.describe()}, this neuron\'s dataset scale. '
@@ -70,8 +76,13 @@ def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict]) ->
 
     def rows(hits: list[dict]) -> list[list[str]]:
         return [
-            [neuron_link(model, hit["layer"], hit["neuron"]), number(hit["max"]), token_cell(hit["token"]),
-             number(hit["dataset_max"]), number(hit["relative"], 3)]
+            [
+                neuron_link(model, hit["layer"], hit["neuron"]),
+                number(hit["max"]),
+                token_cell(hit["token"]),
+                number(hit["dataset_max"]),
+                number(hit["relative"], 3),
+            ]
             for hit in hits
         ]
 
@@ -92,21 +103,44 @@ def finder_html(model: str, layer_rows: list[dict], top: list[dict], samples: li
     """Best neuron per layer, the top neurons with their statistics, and every sample's value for them."""
     summary = table_html(
         ["layer", "best neuron", "AUROC", "Cohen's d", "neurons with AUROC ≥ 0.9 (this direction)"],
-        [[str(row["layer"]), neuron_link(model, row["layer"], row["neuron"]), number(row["auroc"], 3), number(row["cohens_d"], 3), str(row["strong"])] for row in layer_rows],
+        [
+            [
+                str(row["layer"]),
+                neuron_link(model, row["layer"], row["neuron"]),
+                number(row["auroc"], 3),
+                number(row["cohens_d"], 3),
+                str(row["strong"]),
+            ]
+            for row in layer_rows
+        ],
     )
     ranking = table_html(
         ["neuron", "AUROC", "Cohen's d", "mean with", "mean without"],
-        [[neuron_link(model, hit["layer"], hit["neuron"]), number(hit["auroc"], 3), number(hit["cohens_d"], 3),
-          number(hit["mean_with"], 3), number(hit["mean_without"], 3)] for hit in top],
+        [
+            [
+                neuron_link(model, hit["layer"], hit["neuron"]),
+                number(hit["auroc"], 3),
+                number(hit["cohens_d"], 3),
+                number(hit["mean_with"], 3),
+                number(hit["mean_without"], 3),
+            ]
+            for hit in top
+        ],
     )
     scales = [ColourScale.of_values(np.array(hit["values"])) for hit in top]
     matrix_rows = [
-        [escape(sample["description"]), f'<span class="ns-sample" title="{escape(sample["text"], quote=True)}">{escape(sample["text"])}</span>']
-        + [value_cell(hit["values"][index], scale) for hit, scale in zip(top, scales)]
+        [
+            escape(sample["description"]),
+            f'<span class="ns-sample" title="{escape(sample["text"], quote=True)}">{escape(sample["text"])}</span>',
+        ]
+        + [value_cell(hit["values"][index], scale) for hit, scale in zip(top, scales, strict=True)]
         for index, sample in enumerate(samples)
     ]
     matrix = table_html(["sample", "text", *(f"L{hit['layer']} N{hit['neuron']}" for hit in top)], matrix_rows)
-    return f"<h3>Best neuron per layer</h3>{summary}<h3>Top neurons</h3>{ranking}<h3>Each sample's max activation</h3>{matrix}"
+    return (
+        f"<h3>Best neuron per layer</h3>{summary}<h3>Top neurons</h3>{ranking}"
+        f"<h3>Each sample's max activation</h3>{matrix}"
+    )
 
 
 def _polyline(xs: list[float], ys: list[float], colour: str, dash: str = "") -> str:
@@ -174,7 +208,9 @@ def probe_plot_svg(
     )
     end_label = (
         f'<text x="{right + 6}" y="{y(accuracy[-1]) + 4:.1f}" font-size="11" fill="{ACCURACY_COLOUR}">'
-        f"{accuracy[-1]:.2f}</text>" if accuracy and abs(accuracy[-1] - chance) > 0.06 else ""
+        f"{accuracy[-1]:.2f}</text>"
+        if accuracy and abs(accuracy[-1] - chance) > 0.06
+        else ""
     )
     axes = (
         f'<text x="{PLOT_LEFT + inner_width / 2}" y="{PLOT_HEIGHT - 6}" font-size="12" text-anchor="middle" '

@@ -1,4 +1,5 @@
-"""Rankings over every neuron at once: which fire most on a text, and which separate texts with a feature from texts without.
+"""Rankings over every neuron at once: which fire most on a text, and which separate texts with a feature from texts
+without.
 
 Ties are broken towards the lower layer, then the lower neuron, so every ranking is reproducible.
 """
@@ -44,7 +45,8 @@ def relative_to_dataset(peaks: np.ndarray, dataset_max: np.ndarray) -> np.ndarra
 
 @dataclass(frozen=True)
 class Separation:
-    """How each neuron's pooled activation differs between samples with the feature and without: [layers, d_mlp] each."""
+    """How each neuron's pooled activation differs between samples with the feature and without: [layers, d_mlp]
+    each."""
 
     cohens_d: np.ndarray
     auroc: np.ndarray
@@ -58,7 +60,8 @@ def cohens_d(with_feature: torch.Tensor, without_feature: torch.Tensor) -> torch
     n_with, n_without = with_feature.shape[-2], without_feature.shape[-2]
     difference = with_feature.mean(dim=-2) - without_feature.mean(dim=-2)
     pooled_variance = (
-        (n_with - 1) * with_feature.var(dim=-2, correction=1) + (n_without - 1) * without_feature.var(dim=-2, correction=1)
+        (n_with - 1) * with_feature.var(dim=-2, correction=1)
+        + (n_without - 1) * without_feature.var(dim=-2, correction=1)
     ) / (n_with + n_without - 2)
     pooled_sd = pooled_variance.sqrt()
     spread = torch.where(pooled_sd > 0, pooled_sd, torch.ones_like(pooled_sd))
@@ -113,8 +116,12 @@ def layer_summary(result: Separation, direction: str) -> list[dict]:
     area, _ = oriented(result, direction)
     rows = []
     for row in range(area.shape[0]):
-        single = Separation(*(np.asarray(field)[row : row + 1] for field in
-                              (result.cohens_d, result.auroc, result.mean_with, result.mean_without)))
+        single = Separation(
+            *(
+                np.asarray(field)[row : row + 1]
+                for field in (result.cohens_d, result.auroc, result.mean_with, result.mean_without)
+            )
+        )
         _, best = separation_order(single, direction, 1)[0]
         rows.append({"row": row, "best_neuron": best, "strong": int((area[row] >= STRONG_AUROC).sum())})
     return rows

@@ -106,7 +106,9 @@ def encode_text(model: LoadedModel, text: str, allow_marks: bool = False) -> Enc
     marked = None
     if spans:
         offsets = encoding["offset_mapping"][: len(kept)]
-        inside = [any(start < end_span and end > start_span for start_span, end_span in spans) for start, end in offsets]
+        inside = [
+            any(start < end_span and end > start_span for start_span, end_span in spans) for start, end in offsets
+        ]
         marked = np.array([False, *inside])
     token_ids = [model.bos_id, *kept]
     tokens = decode_each(model, token_ids)
@@ -145,7 +147,9 @@ def samples_for(positive: list[EncodedText], negative: list[EncodedText], notice
             samples.append(Sample(number - 1, True, body, f"with #{number}"))
             continue
         if not text.marked.any():
-            notices.append(f"With-feature text {number}: its [[marked]] span is beyond the token cap or empty; text left out.")
+            notices.append(
+                f"With-feature text {number}: its [[marked]] span is beyond the token cap or empty; text left out."
+            )
             continue
         samples.append(Sample(number - 1, True, text.marked, f"with #{number} [[span]]"))
         rest = body & ~text.marked
@@ -190,7 +194,9 @@ def encode_lists(
     """Both lists encoded (marks allowed in the first), cut to the token budget and turned into samples; every cut
     gets a notice."""
     cap = token_cap(model)
-    positive = [encode_text(model, line, allow_marks=True) for line in capped_lines(with_feature, "with-feature", notices)]
+    positive = [
+        encode_text(model, line, allow_marks=True) for line in capped_lines(with_feature, "with-feature", notices)
+    ]
     negative = [encode_text(model, line) for line in capped_lines(without_feature, "without-feature", notices)]
     notices += truncation_notices(positive, "With feature", cap) + truncation_notices(negative, "Without feature", cap)
     positive, negative = within_budget(positive, negative, notices)

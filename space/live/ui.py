@@ -14,9 +14,11 @@ from html import escape
 
 import gradio as gr
 
+from space.links import parse_int, resolve
 from space.live import worked_example as example
 from space.live.effect_render import EFFECT_CSS
 from space.live.effect_views import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, ablate_view, steer_view
+from space.live.forward import ActivationCache
 from space.live.interventions import DEFAULT_INTERVENTION, INTERVENTION_HELP, MAX_NEURONS
 from space.live.model import LiveModels
 from space.live.render import LIVE_CSS
@@ -31,8 +33,6 @@ from space.live.views import (
     probe_view,
     top_neurons_view,
 )
-from space.links import parse_int, resolve
-from space.live.forward import ActivationCache
 from space.render import message_html
 from space.sources import Catalog
 from space.ui import ExtraTab, NeuronControls, url_update_js
@@ -125,14 +125,19 @@ def build_live_tab(context: LiveContext, controls: NeuronControls) -> None:
 
     live_inputs = [controls.model, controls.layer, controls.neuron, text_box]
     run_button.click(activations, live_inputs, [notice, tokens, values], api_name="activations", **MODEL_EVENTS).then(
-        top_neurons, [controls.model, text_box, count_box], [top_notice, top_tables, top_values],
-        api_name="top_neurons", **MODEL_EVENTS,
+        top_neurons,
+        [controls.model, text_box, count_box],
+        [top_notice, top_tables, top_values],
+        api_name="top_neurons",
+        **MODEL_EVENTS,
     ).then(refresh, [controls.model], [status, run_button], api_visibility="private").then(
         None, live_inputs, None, js=url_update_js(["model", "layer", "neuron", TEXT_KEY], drop_keys=EFFECT_KEYS)
     )
     controls.model.change(refresh, [controls.model], [status, run_button], api_visibility="private")
     controls.blocks.load(
-        open_link, None, [status, run_button, text_box, notice, tokens, values, top_notice, top_tables, top_values],
+        open_link,
+        None,
+        [status, run_button, text_box, notice, tokens, values, top_notice, top_tables, top_values],
         api_visibility="private",
     )
 
@@ -144,8 +149,10 @@ def build_effect_tab(context: LiveContext, controls: NeuronControls) -> None:
     status = gr.HTML(elem_id="ns-effect-status")
     with gr.Row():
         neurons_box = gr.Textbox(
-            label=f"Neurons (at most {MAX_NEURONS})", placeholder="L3N42, L5N7 (empty: the neuron of the Neuron tab)",
-            scale=2, elem_id="ns-effect-neurons",
+            label=f"Neurons (at most {MAX_NEURONS})",
+            placeholder="L3N42, L5N7 (empty: the neuron of the Neuron tab)",
+            scale=2,
+            elem_id="ns-effect-neurons",
         )
         intervention_box = gr.Textbox(
             DEFAULT_INTERVENTION, label="Intervention", info=INTERVENTION_HELP, scale=2, elem_id="ns-intervention"
@@ -244,10 +251,10 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     )
     find_values, probe_values = json_values("finder", "probe")
 
-    def find(model, with_feature, without_feature, direction, count, progress=gr.Progress()):
+    def find(model, with_feature, without_feature, direction, count, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         return find_view(context, model, with_feature, without_feature, direction, count, progress)
 
-    def run_probe(model, with_feature, without_feature, progress=gr.Progress()):
+    def run_probe(model, with_feature, without_feature, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         return probe_view(context, model, with_feature, without_feature, progress)
 
     def refresh(model):
@@ -257,15 +264,12 @@ def build_finder_tab(context: LiveContext, controls: NeuronControls) -> None:
     buttons = [status, find_button, probe_button]
     find_button.click(
         find, [*lists, direction_box, count_box], [find_notice, find_html, find_values], api_name="find", **MODEL_EVENTS
-    ).then(
-        refresh, [controls.model], buttons, api_visibility="private"
-    )
+    ).then(refresh, [controls.model], buttons, api_visibility="private")
     probe_button.click(
         run_probe, lists, [probe_notice, probe_html, probe_values], api_name="probe", **MODEL_EVENTS
-    ).then(
-        refresh, [controls.model], buttons, api_visibility="private"
-    )
+    ).then(refresh, [controls.model], buttons, api_visibility="private")
     controls.model.change(refresh, [controls.model], buttons, api_visibility="private")
+
     def open_link(request: gr.Request):
         return refresh(dict(request.query_params).get("model") if request else None)
 
@@ -281,8 +285,14 @@ def live_tabs(models: LiveModels | None = None) -> list[ExtraTab]:
         return LiveContext(catalog, shared_models, cache)
 
     return [
-        ExtraTab("Live", lambda catalog, controls: build_live_tab(context(catalog), controls), id="live", opened_by=TEXT_KEY),
-        ExtraTab("Effect", lambda catalog, controls: build_effect_tab(context(catalog), controls), id="effect",
-                 opened_by=EFFECT_TEXT_KEY),
+        ExtraTab(
+            "Live", lambda catalog, controls: build_live_tab(context(catalog), controls), id="live", opened_by=TEXT_KEY
+        ),
+        ExtraTab(
+            "Effect",
+            lambda catalog, controls: build_effect_tab(context(catalog), controls),
+            id="effect",
+            opened_by=EFFECT_TEXT_KEY,
+        ),
         ExtraTab("Finder & probe", lambda catalog, controls: build_finder_tab(context(catalog), controls), id="finder"),
     ]

@@ -117,9 +117,14 @@ def activations_view(context: LiveContext, model: object, layer: object, neuron:
     values = per_layer[dataset.layers.index(ref.layer), :, ref.neuron].numpy()
     scale = ColourScale.of_examples(dataset.neuron_examples(ref.layer, ref.neuron))
     result = {
-        "model": ref.model, "layer": ref.layer, "neuron": ref.neuron, "token_ids": encoded.token_ids, "tokens": encoded.tokens,
+        "model": ref.model,
+        "layer": ref.layer,
+        "neuron": ref.neuron,
+        "token_ids": encoded.token_ids,
+        "tokens": encoded.tokens,
         "activations": [float(value) for value in values],
-        "scale": {"positive": scale.positive, "negative": scale.negative}, "truncated": encoded.truncated,
+        "scale": {"positive": scale.positive, "negative": scale.negative},
+        "truncated": encoded.truncated,
     }
     return message_html(messages), live_tokens_html(ref, encoded.tokens, values, scale), result
 
@@ -145,15 +150,25 @@ def top_neurons_view(context: LiveContext, model: object, text: str | None, coun
 
     def hits(order: list[tuple[int, int]]) -> list[dict]:
         return [
-            {"layer": dataset.layers[row], "neuron": neuron, "max": float(maxima[row, neuron]),
-             "position": int(positions[row, neuron]), "token": encoded.tokens[positions[row, neuron]],
-             "dataset_max": float(dataset_max[row, neuron]), "relative": float(relative[row, neuron])}
+            {
+                "layer": dataset.layers[row],
+                "neuron": neuron,
+                "max": float(maxima[row, neuron]),
+                "position": int(positions[row, neuron]),
+                "token": encoded.tokens[positions[row, neuron]],
+                "dataset_max": float(dataset_max[row, neuron]),
+                "relative": float(relative[row, neuron]),
+            }
             for row, neuron in order
         ]
 
     wanted = _count(count, messages)
-    result = {"model": ref.model, "token_ids": encoded.token_ids, "by_max": hits(descending_order(maxima, wanted)),
-              "by_relative": hits(descending_order(relative, wanted))}
+    result = {
+        "model": ref.model,
+        "token_ids": encoded.token_ids,
+        "by_max": hits(descending_order(maxima, wanted)),
+        "by_relative": hits(descending_order(relative, wanted)),
+    }
     return message_html(messages), top_neurons_html(ref.model, result["by_max"], result["by_relative"]), result
 
 
@@ -166,19 +181,31 @@ def _balance_notices(labels: np.ndarray, minimum: int, kind: str) -> list[str]:
             f"give at least {minimum} on each side (one text per line)."
         )
     if max(n_with, n_without) > UNBALANCED_RATIO * min(n_with, n_without):
-        return [f"The lists are unbalanced ({n_with} samples with the feature, {n_without} without): "
-                f"add texts to the shorter list for a fairer comparison."]
+        return [
+            f"The lists are unbalanced ({n_with} samples with the feature, {n_without} without): "
+            f"add texts to the shorter list for a fairer comparison."
+        ]
     return []
 
 
 def json_safe(rows: list[dict]) -> list[dict]:
     """Rows with infinite effect sizes as None: JSON has no infinity."""
-    return [{key: None if isinstance(value, float) and not np.isfinite(value) else value for key, value in row.items()} for row in rows]
+    return [
+        {key: None if isinstance(value, float) and not np.isfinite(value) else value for key, value in row.items()}
+        for row in rows
+    ]
 
 
 @guarded
-def find_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
-              direction: str = DIRECTIONS[0], count: object = DEFAULT_COUNT, progress: Progress | None = None) -> View:
+def find_view(
+    context: LiveContext,
+    model: object,
+    with_feature: str | None,
+    without_feature: str | None,
+    direction: str = DIRECTIONS[0],
+    count: object = DEFAULT_COUNT,
+    progress: Progress | None = None,
+) -> View:
     """Neurons ranked by how well their max activation separates samples with the feature from samples without."""
     target = open_target(context, model)
     ref, dataset, loaded, messages = target.ref, target.dataset, target.model, target.messages
@@ -189,29 +216,57 @@ def find_view(context: LiveContext, model: object, with_feature: str | None, wit
     labels = np.array([sample.label for sample in samples], dtype=bool)
     messages += _balance_notices(labels, FINDER_MIN_PER_SIDE, "finder")
     if min(labels.sum(), (~labels).sum()) < FINDER_COARSE_PER_SIDE:
-        messages.append(f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, AUROC moves in coarse steps: add texts to trust the ranking.")
+        messages.append(
+            f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, "
+            "AUROC moves in coarse steps: add texts to trust the ranking."
+        )
     hooks = [MLP_HOOK.format(layer=layer) for layer in dataset.layers]
     values = pooled_activations(loaded, texts, samples, hooks, "max", progress)
     stats = separation(values, labels)
     top = [
-        {"layer": dataset.layers[row], "neuron": neuron, "auroc": float(stats.auroc[row, neuron]),
-         "cohens_d": float(stats.cohens_d[row, neuron]), "mean_with": float(stats.mean_with[row, neuron]),
-         "mean_without": float(stats.mean_without[row, neuron]), "values": values[row, :, neuron].tolist()}
+        {
+            "layer": dataset.layers[row],
+            "neuron": neuron,
+            "auroc": float(stats.auroc[row, neuron]),
+            "cohens_d": float(stats.cohens_d[row, neuron]),
+            "mean_with": float(stats.mean_with[row, neuron]),
+            "mean_without": float(stats.mean_without[row, neuron]),
+            "values": values[row, :, neuron].tolist(),
+        }
         for row, neuron in separation_order(stats, direction, _count(count, messages))
     ]
     layers = [
-        {"layer": dataset.layers[row["row"]], "neuron": row["best_neuron"], "auroc": float(stats.auroc[row["row"], row["best_neuron"]]),
-         "cohens_d": float(stats.cohens_d[row["row"], row["best_neuron"]]), "strong": row["strong"]}
+        {
+            "layer": dataset.layers[row["row"]],
+            "neuron": row["best_neuron"],
+            "auroc": float(stats.auroc[row["row"], row["best_neuron"]]),
+            "cohens_d": float(stats.cohens_d[row["row"], row["best_neuron"]]),
+            "strong": row["strong"],
+        }
         for row in layer_summary(stats, direction)
     ]
-    sample_rows = [{"description": sample.description, "label": sample.label, "text": texts[sample.text_index].text} for sample in samples]
-    result = {"model": ref.model, "direction": direction, "samples": sample_rows, "top": json_safe(top), "layers": json_safe(layers)}
+    sample_rows = [
+        {"description": sample.description, "label": sample.label, "text": texts[sample.text_index].text}
+        for sample in samples
+    ]
+    result = {
+        "model": ref.model,
+        "direction": direction,
+        "samples": sample_rows,
+        "top": json_safe(top),
+        "layers": json_safe(layers),
+    }
     return message_html(messages), finder_html(ref.model, layers, top[:FINDER_COLUMNS], sample_rows), result
 
 
 @guarded
-def probe_view(context: LiveContext, model: object, with_feature: str | None, without_feature: str | None,
-               progress: Progress | None = None) -> View:
+def probe_view(
+    context: LiveContext,
+    model: object,
+    with_feature: str | None,
+    without_feature: str | None,
+    progress: Progress | None = None,
+) -> View:
     """Cross-validated accuracy, layer by layer, of a logistic-regression probe on the mean residual stream."""
     target = open_target(context, model)
     ref, loaded, messages = target.ref, target.model, target.messages
@@ -227,23 +282,35 @@ def probe_view(context: LiveContext, model: object, with_feature: str | None, wi
     if outcome.n_samples < TRUSTED_SAMPLES:
         messages.append(
             f"Only {outcome.n_samples} samples: each accuracy is uncertain by about ±{2 * outcome.standard_error:.2f} "
-            f"(two standard errors). Add texts (at least {TRUSTED_SAMPLES // 2} per list) before trusting differences between layers."
+            f"(two standard errors). Add texts (at least {TRUSTED_SAMPLES // 2} per list) "
+            "before trusting differences between layers."
         )
     best = int(np.argmax(outcome.accuracy))
     margin = outcome.accuracy[best] - outcome.shuffled_max[best]
     verdict = (
         f"Best: layer {layers[best]} at {outcome.accuracy[best]:.3f} held-out accuracy "
-        f"({outcome.folds}-fold cross-validation; shuffled labels reach {outcome.shuffled_mean[best]:.3f} on average there, chance is {outcome.chance:.3f})."
+        f"({outcome.folds}-fold cross-validation; shuffled labels reach "
+        f"{outcome.shuffled_mean[best]:.3f} on average there, "
+        f"chance is {outcome.chance:.3f})."
     )
     if margin <= 2 * outcome.standard_error:
         verdict += " That is within noise of the shuffled-label baseline: no evidence the feature is linearly readable."
     messages.append(verdict)
     result = {
-        "model": ref.model, "layers": layers, "accuracy": outcome.accuracy.tolist(), "shuffled_mean": outcome.shuffled_mean.tolist(),
-        "shuffled_max": outcome.shuffled_max.tolist(), "chance": outcome.chance, "folds": outcome.folds,
-        "n_samples": outcome.n_samples, "n_with": int(labels.sum()), "n_without": int((~labels).sum()),
+        "model": ref.model,
+        "layers": layers,
+        "accuracy": outcome.accuracy.tolist(),
+        "shuffled_mean": outcome.shuffled_mean.tolist(),
+        "shuffled_max": outcome.shuffled_max.tolist(),
+        "chance": outcome.chance,
+        "folds": outcome.folds,
+        "n_samples": outcome.n_samples,
+        "n_with": int(labels.sum()),
+        "n_without": int((~labels).sum()),
         "trusted": outcome.n_samples >= TRUSTED_SAMPLES,
     }
-    return message_html(messages), probe_plot_svg(
-        layers, result["accuracy"], result["shuffled_mean"], result["shuffled_max"], outcome.chance
-    ), result
+    return (
+        message_html(messages),
+        probe_plot_svg(layers, result["accuracy"], result["shuffled_mean"], result["shuffled_max"], outcome.chance),
+        result,
+    )

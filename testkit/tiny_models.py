@@ -15,6 +15,7 @@ SPECIAL = "<|endoftext|>"
 def save_tokenizer(folder: Path, vocab_size: int = 512) -> None:
     """A byte-level BPE tokenizer, saved then reloadable (an in-memory one breaks TransformerLens)."""
     import pydoc_data.topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -62,15 +63,26 @@ def hf_gpt2(folder: Path, n_layers: int = 2, d_model: int = 32, n_ctx: int = 64,
     return folder
 
 
-def hf_llama(folder: Path, n_layers: int = 2, d_model: int = 32, d_mlp: int = 48, n_ctx: int = 64, seed: int = 0) -> Path:
+def hf_llama(
+    folder: Path, n_layers: int = 2, d_model: int = 32, d_mlp: int = 48, n_ctx: int = 64, seed: int = 0
+) -> Path:
     """A gated (SwiGLU) Llama-style model: its neurons fire negative too."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     save_tokenizer(folder)
     vocab = len(AutoTokenizer.from_pretrained(folder))
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=n_ctx,
-                         bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=d_model,
+        intermediate_size=d_mlp,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=n_ctx,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder

@@ -33,7 +33,7 @@ class Fault:
     text: str = ""
 
     @classmethod
-    def http(cls, status: int, retry_after: float | None = None) -> "Fault":
+    def http(cls, status: int, retry_after: float | None = None) -> Fault:
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
         return cls("status", status=status, headers=headers)
 
@@ -77,13 +77,13 @@ class Generator:
                 if token == self.tokenizer.eos_token_id:
                     return
                 best = torch.topk(logprobs, max(1, top))
-                yield token, list(zip(best.indices.tolist(), best.values.tolist())), float(logprobs[token])
+                yield token, list(zip(best.indices.tolist(), best.values.tolist(), strict=True)), float(logprobs[token])
                 step_input = torch.tensor([[token]])
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
         """Silenced: the server keeps its own request log."""
@@ -181,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    owner: "OpenAIServer"
+    owner: OpenAIServer
 
 
 class OpenAIServer:
@@ -201,7 +201,7 @@ class OpenAIServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         self._thread.start()
         return self
 
@@ -209,7 +209,7 @@ class OpenAIServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -21,10 +21,10 @@ import socket
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -78,7 +78,7 @@ class StoredFile:
     git_oid: str  # git blob sha1 of the content, or of the LFS pointer for LFS files
 
     @classmethod
-    def make(cls, path: str, size: int, sha256: str, lfs: bool, content: bytes | None = None) -> "StoredFile":
+    def make(cls, path: str, size: int, sha256: str, lfs: bool, content: bytes | None = None) -> StoredFile:
         git_oid = git_blob_sha1(lfs_pointer(sha256, size)) if lfs else git_blob_sha1(content or b"")
         return cls(path=path, size=size, sha256=sha256, lfs=lfs, git_oid=git_oid)
 
@@ -349,7 +349,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 class HubRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_HubHTTPServer"
+    server: _HubHTTPServer
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
         """Silenced: the hub keeps its own structured request log."""
@@ -750,7 +750,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
 class _HubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    hub: "HubServer"
+    hub: HubServer
 
 
 class HubServer:
@@ -770,7 +770,7 @@ class HubServer:
         )
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._thread.start()
         return self
 
@@ -780,7 +780,7 @@ class HubServer:
         if self._own_storage:
             shutil.rmtree(self.storage_dir, ignore_errors=True)
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
