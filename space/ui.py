@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from space.building import follow_building
 from space.explainer import LiveExplainer, explain_view
 from space.links import resolve_query
 from space.render import message_html
@@ -228,4 +229,5 @@ def build_blocks(
         blocks.load(
             open_link, None, [banner, *neuron_outputs, keyword_box, search_notice, results, tabs], api_visibility="private"
         ).then(None, [*here, keyword_box], None, js=url_update_js(["model", "layer", "neuron", "q"]))
+        follow_building(catalog, banner, model_box, models_filter, (layer_min, layer_max), neuron_outputs[1:])
     return blocks
