@@ -9,6 +9,7 @@ appear when it is done. This file only wires space/ to its sources.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -104,14 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         start_build(build, catalog)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal it stopped for, or returns
         serve(build_app(catalog, live_tabs(), LiveExplainer.from_env()), args.host, args.port)
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if build is not None and build.stop():
-            print("\ninterrupted: the next launch resumes the default dataset's build", file=sys.stderr, flush=True)
-    return 0
+    if build is not None and build.stop():  # if this process dies instead, the child sees its stdin close
+        print("\ninterrupted: the next launch resumes the default dataset's build", file=sys.stderr, flush=True)
+    return 130  # the server stops only on a signal
 
 
 if __name__ == "__main__":
