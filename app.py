@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 from concurrent.futures import Future
 from pathlib import Path
@@ -69,11 +68,6 @@ def start_build(build: BackgroundBuild, catalog: Catalog) -> None:
     build.start(done, failed)
 
 
-def stop_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM ends the app as Ctrl-C does, through the `finally` that stops the build with its progress saved."""
-    raise KeyboardInterrupt
-
-
 def report_index_problems(build: Future) -> None:
     """Print what the search index, built in the background, could not read: the banner says it, so must the log."""
     if build.exception() is not None:
@@ -103,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     catalog.index_build.add_done_callback(report_index_problems)
     if build is not None:
         start_build(build, catalog)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal it stopped for, or returns
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped for
         serve(build_app(catalog, live_tabs(), LiveExplainer.from_env()), args.host, args.port)
-    if build is not None and build.stop():  # if this process dies instead, the child sees its stdin close
+    # Killed instead (SIGTERM re-raised by uvicorn ends the process), the app leaves the child to stop itself: it sees
+    # its stdin close, and stops after its batch with the checkpoint saved.
+    if build is not None and build.stop():
         print("\ninterrupted: the next launch resumes the default dataset's build", file=sys.stderr, flush=True)
     return 130  # the server stops only on a signal
 
