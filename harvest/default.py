@@ -9,6 +9,7 @@ progress report a line on stdout, and a clean stop, progress kept, when its stdi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import threading
 import traceback
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 from harvest.config import HarvestConfig
 from harvest.corpus import PYTHON_DOCS, CorpusSpec
@@ -101,11 +103,26 @@ def _interrupt_when_stdin_closes() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def _wait_for_other_builds(root: Path) -> IO:
+    """One build of the default at a time: a relaunch's build waits while the last launch's finishes its batch and
+    saves its checkpoint. The lock lasts while the returned file is open, at most as long as this process."""
+    lock = root / "datasets" / f"{DATASET_NAME}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = lock.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _emit(Step(LOADING, detail="waiting for the previous launch's build to stop"))
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
 def main() -> int:
     """Build the default, reporting to the parent; 0 built, 1 failed (reported), 130 interrupted (resumable)."""
     threading.Thread(target=_interrupt_when_stdin_closes, name="stdin-watch", daemon=True).start()
     try:
-        path = default_source(report=_emit)
+        with _wait_for_other_builds(cache_root()):
+            path = default_source(report=_emit)
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # noqa: BLE001 - any failure is reported to the page and the terminal, never a crash

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import os
 import re
@@ -195,6 +196,21 @@ def test_a_failing_build_is_shown_on_the_page_and_in_the_terminal_and_the_app_ke
         assert app.poll() is None
     finally:
         stop(app)
+
+
+def test_a_relaunch_build_waits_for_the_last_launch_build_to_stop(tmp_path):
+    """Two builds never write one folder: the second waits for the first's lock, and stops cleanly meanwhile."""
+    lock = tmp_path / "datasets" / f"{DATASET_NAME}.lock"
+    lock.parent.mkdir(parents=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        child = subprocess.Popen([sys.executable, "-m", "harvest.default"], cwd=REPO, text=True,
+                                 env={**os.environ, "NEUROSCOPE_CACHE": str(tmp_path)}, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE)
+        assert "waiting for the previous launch's build to stop" in child.stdout.readline()
+        child.stdin.close()
+        assert child.wait(timeout=120) == 130
+    assert not (tmp_path / "datasets" / DATASET_NAME).exists()
 
 
 def test_readme_commands_are_the_ones_ci_and_the_app_use():
