@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from space.explainer import LiveExplainer
+from space.live.model import LiveModels, prepare_zero_gpu
 from space.live.ui import live_tabs
 from space.server import build_app, serve
 from space.sources import Catalog, Unavailable, open_sources, sources_from_env
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if build is not None:
         start_build(build, catalog)
     print(f"Serving {len(catalog.models)} model(s) on http://{args.host}:{args.port}", flush=True)
+    live_models = LiveModels()
+    prepare_zero_gpu(live_models, catalog.models.values())
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped for
-        serve(build_app(catalog, live_tabs(), LiveExplainer.from_env()), args.host, args.port)
+        serve(build_app(catalog, live_tabs(live_models), LiveExplainer.from_env()), args.host, args.port)
     # Killed instead (SIGTERM re-raised by uvicorn ends the process), the app leaves the child to stop itself: it sees
     # its stdin close, and stops after its batch with the checkpoint saved.
     if build is not None and build.stop():
