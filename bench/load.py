@@ -11,7 +11,8 @@ A request's latency is from its first byte sent to its last byte read; an error 
 an event stream that ends without `event: complete`. All users share one asyncio loop and one httpx client in this
 process, so the generator costs a fraction of a core; its CPU time and the server's are both reported.
 
-Usage: python bench/load.py [--users 50] [--duration 60] [--think 1.0] [--store cache/bench-load]
+Usage: python bench/load.py [--users 50] [--duration 60] [--think 1.0] [--store cache/bench-load] [--app-root DIR]
+(--app-root: serve another checkout's app.py, e.g. `git worktree add /tmp/base REV`, for a baseline in the same run)
 """
 
 from __future__ import annotations
@@ -81,10 +82,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_app(store: Path, port: int) -> subprocess.Popen:
-    """`python app.py --source STORE`, returned once its page answers 200."""
+def start_app(root: Path, store: Path, port: int) -> subprocess.Popen:
+    """`python app.py --source STORE` in checkout `root`, returned once its page answers 200."""
     process = subprocess.Popen(
-        [sys.executable, "app.py", "--source", str(store), "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+        [sys.executable, "app.py", "--source", str(store), "--host", "127.0.0.1", "--port", str(port)], cwd=root,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
     )
     while True:
@@ -162,10 +163,11 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds between a user's requests (0: none)")
     parser.add_argument("--store", type=Path, default=ROOT / "cache" / "bench-load")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--app-root", type=Path, default=ROOT, help="the checkout whose app.py is served")
     args = parser.parse_args()
     store = ensure_store(args.store)
     port = free_port()
-    app = start_app(store, port)
+    app = start_app(args.app_root, store, port)
     server = psutil.Process(app.pid)
     try:
         asyncio.run(load(f"http://127.0.0.1:{port}", 4, 5.0, 0.1, args.seed + 10_000))  # warm up: footers, caches
@@ -181,7 +183,7 @@ def main() -> None:
     latencies = tally.all_latencies()
     errors = sum(tally.errors.values())
     p50, p95 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.95) * 1000
-    print(f"machine: {machine()}; load average now {os.getloadavg()[0]:.1f}")
+    print(f"app: {args.app_root}; machine: {machine()}; load average now {os.getloadavg()[0]:.1f}")
     print(f"{args.users} users x {wall:.0f} s, think {args.think:g} s mean: {len(latencies) + errors} requests "
           f"({(len(latencies) + errors) / wall:.1f}/s), {errors} errors, p50 {p50:.0f} ms, p95 {p95:.0f} ms "
           f"(target 0 errors, p95 <= {TARGET_P95_MS} ms)")
