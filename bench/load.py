@@ -99,9 +99,10 @@ def start_app(root: Path, store: Path, port: int) -> subprocess.Popen:
         time.sleep(0.2)
 
 
-async def neuron_page(client: httpx.AsyncClient, layer: int, neuron: int) -> str | None:
-    """One page through the API (POST, then the event stream); None when it completed, else what went wrong."""
-    posted = await client.post("/gradio_api/call/neuron", json={"data": [MODEL, layer, neuron]})
+async def neuron_page(client: httpx.AsyncClient, session: str, layer: int, neuron: int) -> str | None:
+    """One page through the API (POST, then the event stream) in the user's session, as a browser tab keeps one;
+    None when it completed, else what went wrong."""
+    posted = await client.post("/gradio_api/call/neuron", json={"data": [MODEL, layer, neuron], "session_hash": session})
     if posted.status_code != 200:
         return f"POST {posted.status_code}"
     event_id = posted.json()["event_id"]
@@ -121,6 +122,7 @@ async def short_link(client: httpx.AsyncClient, layer: int, neuron: int, suffix:
 
 async def user(client: httpx.AsyncClient, rng: random.Random, deadline: float, think: float, tally: Tally) -> None:
     kinds, weights = zip(*KINDS, strict=True)
+    session = f"{rng.getrandbits(64):016x}"
     while True:
         await asyncio.sleep(rng.uniform(0, 2 * think))
         if time.perf_counter() >= deadline:
@@ -130,7 +132,7 @@ async def user(client: httpx.AsyncClient, rng: random.Random, deadline: float, t
         started = time.perf_counter()
         try:
             if kind == "page":
-                problem = await neuron_page(client, layer, neuron)
+                problem = await neuron_page(client, session, layer, neuron)
             else:
                 problem = await short_link(client, layer, neuron, ".png" if kind == "png" else "")
         except httpx.HTTPError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,9 @@ from space.ui import ExtraTab, build_blocks
 # (tests/test_space_concurrency.py), and a page's ranged read releases the GIL while another renders. More threads
 # than this only add memory on a few cores. The model and explain events set their own limit of 1.
 CONCURRENT_EVENTS = 8
+# Gradio recomputes its monitoring summary (a DataFrame of up to 10,000 past events) after every event by default:
+# 14% of the server's CPU under 50 users (py-spy, bench/load.py). Every 1,000 events is plenty for a dashboard.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 # Waiting events, all endpoints together. Gradio's default is no limit, except on ZeroGPU Spaces where it is 1, which
 # would turn away the second of two visitors browsing at once.
 QUEUE_SIZE = 512
