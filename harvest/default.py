@@ -119,6 +119,8 @@ def _wait_for_other_builds(root: Path) -> IO:
 
 def main() -> int:
     """Build the default, reporting to the parent; 0 built, 1 failed (reported), 130 interrupted (resumable)."""
+    # Python leaves SIGINT ignored when it starts so (a shell's background job, nohup): our own stop must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_interrupt_when_stdin_closes, name="stdin-watch", daemon=True).start()
     try:
         with _wait_for_other_builds(cache_root()):
