@@ -102,7 +102,8 @@ def start_app(root: Path, store: Path, port: int) -> subprocess.Popen:
 async def neuron_page(client: httpx.AsyncClient, session: str, layer: int, neuron: int) -> str | None:
     """One page through the API (POST, then the event stream) in the user's session, as a browser tab keeps one;
     None when it completed, else what went wrong."""
-    posted = await client.post("/gradio_api/call/neuron", json={"data": [MODEL, layer, neuron], "session_hash": session})
+    body = {"data": [MODEL, layer, neuron], "session_hash": session}
+    posted = await client.post("/gradio_api/call/neuron", json=body)
     if posted.status_code != 200:
         return f"POST {posted.status_code}"
     event_id = posted.json()["event_id"]
