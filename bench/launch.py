@@ -74,6 +74,24 @@ def is_app(pid: int) -> bool:
         return False
 
 
+def wait_for_builds(clone: Path, timeout: float = 300) -> None:
+    """Wait until no default build of this clone runs: the app builds it in a child of its own session, which its
+    process group's SIGTERM does not reach; the child stops itself after its batch once the app is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if b"harvest.default" in (proc / "cmdline").read_bytes() and (proc / "cwd").resolve() == clone:
+                    running.append(proc.name)
+            except OSError:
+                continue
+        if not running:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the default's build in {clone} did not stop within {timeout} s")
+
+
 def launch(clone: Path, environment: dict[str, str], log: Path, timeout: float) -> Launch:
     """One `bash dev.sh app` until its page answers, then stopped; the marks say when each phase ended."""
     port = free_port()
@@ -102,6 +120,7 @@ def launch(clone: Path, environment: dict[str, str], log: Path, timeout: float) 
     finally:
         os.killpg(app.pid, signal.SIGTERM)
         app.wait(timeout=60)
+        wait_for_builds(clone.resolve())
     return result
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harvest.progress import WRITING, Report, Step, ignore
 from harvest.selection import LayerState
 from harvest.state import HarvestState
 from harvest.tokens import WindowTokens
@@ -77,14 +78,19 @@ def layer_neurons(state: LayerState, w_out: torch.Tensor, w_unembed: torch.Tenso
     )
 
 
-def write_dataset(state: HarvestState, out: Path) -> None:
-    """Layer files first, manifest last; an old manifest goes first so no reader trusts a half-written folder."""
+def write_dataset(state: HarvestState, out: Path, report: Report = ignore) -> None:
+    """Layer files first, manifest last; an old manifest goes first so no reader trusts a half-written folder.
+    `report` hears before each layer's logit effects and its Parquet files: on a big vocabulary they take minutes."""
     (out / fmt.MANIFEST_FILE).unlink(missing_ok=True)
     model, window = state.plan.model, state.plan.config.window
     vocab = model.token_strings()
     w_out, w_unembed = model.bridge.W_out, model.bridge.W_U  # each access stacks every layer's weights: once
-    for layer, layer_state in state.layers.items():
+    steps = 2 * len(state.layers)
+    for index, (layer, layer_state) in enumerate(state.layers.items()):
+        report(Step(WRITING, 2 * index, steps, "steps", f"layer {layer}: logit effects"))
         neurons = layer_neurons(layer_state, w_out[layer], w_unembed)
+        report(Step(WRITING, 2 * index + 1, steps, "steps", f"layer {layer}: Parquet files"))
         write_layer(out, layer, neurons, layer_examples(layer_state, state.tokens), vocab, window)
+    report(Step(WRITING, steps, steps, "steps", "manifest"))
     progress = state.progress
     finish_dataset(out, state.plan.manifest(docs=progress.docs, windows=progress.windows, started=progress.started))

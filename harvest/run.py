@@ -20,6 +20,7 @@ from harvest.config import HarvestConfig, HarvestError
 from harvest.corpus import CorpusError, WindowStream, iter_documents
 from harvest.models import LoadedModel, load_model
 from harvest.plan import RunPlan, code_version
+from harvest.progress import HARVESTING, Report, Step, ignore
 from harvest.results import write_dataset
 from harvest.run_folder import RunFolder, Status
 from harvest.state import HarvestState
@@ -66,12 +67,15 @@ def _interrupt_after_batch() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _run_batches(state: HarvestState, folder: RunFolder, stream: WindowStream, show_progress: bool) -> None:
+def _run_batches(
+    state: HarvestState, folder: RunFolder, stream: WindowStream, show_progress: bool, report: Report
+) -> None:
     """Stream the slice's remaining batches through the model; checkpoint every `checkpoint_every` s."""
     config = state.plan.config
     total = slice_windows(folder.part, config.max_windows, config.batch_size) if config.max_windows else None
+    total_tokens = total * config.window if total else None
     bar = tqdm(
-        total=total * config.window if total else None,
+        total=total_tokens,
         initial=state.progress.windows * config.window,
         unit="tok",
         unit_scale=True,
@@ -81,11 +85,13 @@ def _run_batches(state: HarvestState, folder: RunFolder, stream: WindowStream, s
     owned = owned_batches(stream, folder.part, config.batch_size, state.progress.next_window, config.max_windows)
     batches = prefetched(owned)
     last_save = time.monotonic()
+    report(Step(HARVESTING, state.progress.windows * config.window, total_tokens, "tokens"))
     try:
         for batch in batches:
             with _interrupt_after_batch():
                 process_batch(state, batch.tokens, batch.first_window, batch.docs)
             bar.update(batch.tokens.size)
+            report(Step(HARVESTING, state.progress.windows * config.window, total_tokens, "tokens"))
             if time.monotonic() - last_save >= config.checkpoint_every:
                 folder.save(state.snapshot(), state.plan.settings)
                 last_save = time.monotonic()
@@ -94,8 +100,9 @@ def _run_batches(state: HarvestState, folder: RunFolder, stream: WindowStream, s
         bar.close()
 
 
-def harvest(config: HarvestConfig, model: LoadedModel | None = None) -> Path:
-    """Run (or resume, or recognise as done) a harvest into config.out; returns the folder.
+def harvest(config: HarvestConfig, model: LoadedModel | None = None, report: Report = ignore) -> Path:
+    """Run (or resume, or recognise as done) a harvest into config.out; returns the folder. `report` hears the
+    streaming and writing phases' progress (rank 0's), whether or not the terminal shows bars.
 
     Under torchrun every rank runs its slice and rank 0 writes the merged dataset; with `config.shard`
     this process runs one slice and leaves a part for `python -m harvest merge`.
@@ -110,17 +117,30 @@ def harvest(config: HarvestConfig, model: LoadedModel | None = None) -> Path:
         folder = RunFolder(config.out, world, config.shard)
         status = folder.status(plan.run_id)
         if not distributed.main_decides(status is Status.DONE, world, device):
-            _harvest_slice(plan, folder, status)
+            _harvest_slice(plan, folder, status, report if world.rank == 0 else ignore)
     return config.out
 
 
-def _harvest_slice(plan: RunPlan, folder: RunFolder, status: Status) -> None:
+def _write_with_progress(state: HarvestState, out: Path, show_progress: bool, report: Report) -> None:
+    """write_dataset with a bar of its steps (each layer's logit effects, then its Parquet files) and the report."""
+    with tqdm(total=2 * len(state.layers), unit="step", desc="writing", disable=not show_progress) as bar:
+
+        def step(progress: Step) -> None:
+            bar.set_postfix_str(progress.detail, refresh=False)
+            bar.update(progress.done - bar.n)
+            report(progress)
+
+        write_dataset(state, out, step)
+
+
+def _harvest_slice(plan: RunPlan, folder: RunFolder, status: Status, report: Report) -> None:
     state = HarvestState(plan, folder.part)
     if status is Status.RESUME:
         state.restore(folder.load(plan.run_id))
     stream = _open_windows(plan.config, plan.model)
+    show_progress = plan.config.progress and folder.world.rank == 0
     try:
-        _run_batches(state, folder, stream, show_progress=plan.config.progress and folder.world.rank == 0)
+        _run_batches(state, folder, stream, show_progress, report)
     except KeyboardInterrupt:
         folder.save(state.snapshot(), plan.settings)  # wherever in the loop Ctrl-C lands, only whole batches count
         raise
@@ -130,5 +150,5 @@ def _harvest_slice(plan: RunPlan, folder: RunFolder, status: Status) -> None:
         return
     distributed.reduce_to_main(state, folder.world)
     if folder.world.rank == 0:
-        write_dataset(state, plan.config.out)
+        _write_with_progress(state, plan.config.out, show_progress, report)
     folder.clean_up()

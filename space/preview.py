@@ -72,5 +72,5 @@ def neuron_card_png(title: str, subtitle: str, examples: list[Example]) -> bytes
         _draw_example(draw, example, scale, MARGIN + 90 + i * LINE_HEIGHT)
     draw.text((MARGIN, HEIGHT - MARGIN - 4), "Neuroscope Hub", font=_font(18, mono=False), fill=MUTED)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")  # optimize=True: 2% fewer bytes for 5x the time (195 against 41 ms)
     return buffer.getvalue()

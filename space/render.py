@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
 
 import numpy as np
@@ -66,26 +67,33 @@ def shade_class(value: float, scale: ColourScale) -> str:
     return f"n{step}" if value < 0 and step else f"p{step}"
 
 
+@lru_cache(maxsize=1 << 16)
+def shown_token(token: str) -> str:
+    """A token as the page shows it, escaped; cached, since a page shows thousands from one vocabulary."""
+    return escape(visible_token(token), quote=True)
+
+
 def token_html(token: str, value: float, scale: ColourScale, is_peak: bool) -> str:
     """A token coloured by its activation, its value in the hover title."""
     peak = " pk" if is_peak else ""
-    return (
-        f'<span class="t {shade_class(value, scale)}{peak}" title="{value:.4g}">'
-        f"{escape(visible_token(token), quote=True)}</span>"
-    )
+    return f'<span class="t {shade_class(value, scale)}{peak}" title="{value:.4g}">{shown_token(token)}</span>'
 
 
-def tokens_html(example: Example, scale: ColourScale, positions: range) -> str:
-    return "".join(
-        token_html(example.tokens[p], float(example.activations[p]), scale, p == example.max_position)
-        for p in positions
-    )
+def example_token_spans(example: Example, scale: ColourScale) -> list[str]:
+    """Every token of the window as token_html makes it."""
+    values = np.asarray(example.activations).tolist()
+    return [
+        token_html(token, value, scale, position == example.max_position)
+        for position, (token, value) in enumerate(zip(example.tokens, values, strict=True))
+    ]
 
 
 def example_html(example: Example, scale: ColourScale, described: bool = True) -> str:
-    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window; `described`
-    puts its kind, rank and window in the score's hover title (blind rating leaves them out)."""
+    """A short view around the peak token that expands (no JavaScript: <details>) to the whole window (the short
+    view reuses its spans); `described` puts its kind, rank and window in the score's hover title (blind rating
+    leaves them out)."""
     short = example.around_peak(CONTEXT_BEFORE, CONTEXT_AFTER)
+    spans = example_token_spans(example, scale)
     before = "…" if short.start > 1 else ""
     after = "…" if short.stop < len(example.tokens) else ""
     label = escape(f"{example.score:.3g}", quote=True)
@@ -93,8 +101,8 @@ def example_html(example: Example, scale: ColourScale, described: bool = True) -
     title = f' title="{meta}"' if described else ""
     return (
         f'<details class="ns-ex"><summary><span class="ns-score"{title}>{label}</span>'
-        f'<span class="ns-text">{before}{tokens_html(example, scale, short)}{after}</span></summary>'
-        f'<div class="ns-text ns-full">{tokens_html(example, scale, range(len(example.tokens)))}</div></details>'
+        f'<span class="ns-text">{before}{"".join(spans[short.start:short.stop])}{after}</span></summary>'
+        f'<div class="ns-text ns-full">{"".join(spans)}</div></details>'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,16 @@ from space.shortlinks import short_link_router
 from space.sources import Catalog
 from space.ui import ExtraTab, build_blocks
 
+# Read-only events (pages, steps, searches) run this many at once each: they are thread-safe
+# (tests/test_space_concurrency.py), and a page's ranged read releases the GIL while another renders. More threads
+# than this only add memory on a few cores. The model and explain events set their own limit of 1.
 CONCURRENT_EVENTS = 8
+# Gradio recomputes its monitoring summary (a DataFrame of up to 10,000 past events) after every event by default:
+# 14% of the server's CPU under 50 users (py-spy, bench/load.py). Every 1,000 events is plenty for a dashboard.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+# Waiting events, all endpoints together. Gradio's default is no limit, except on ZeroGPU Spaces where it is 1, which
+# would turn away the second of two visitors browsing at once.
+QUEUE_SIZE = 512
 MAX_QUERY_BYTES = 16_384  # a live deep link's text, URL-encoded, fits; Gradio fails (500) on a query near 64 KB
 
 
@@ -43,7 +53,7 @@ def build_app(
 ) -> FastAPI:
     """FastAPI app: short-link routes first, then Gradio at the root (Gradio 6 takes css/theme at mount)."""
     blocks = build_blocks(catalog, extra_tabs, explainer)
-    blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS)
+    blocks.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
     app = FastAPI(title="Neuroscope Hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(QueryLimit)
     app.include_router(short_link_router(catalog))

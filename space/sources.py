@@ -2,7 +2,8 @@
 
 A source that fails to open is recorded with its error and shown as unavailable; the other sources
 keep working. Opening reads manifests only; the neuron tables are read and the search index built in
-a background thread, so the first page does not wait for them.
+a background thread, so the first page does not wait for them. A source still being built (the
+embedded default on first launch) is shown with its progress and added when it is done.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hub_sync.reader import DatasetError, NeuronDataset, open_dataset
 from space.search import SearchIndex
@@ -27,13 +29,26 @@ class Unavailable:
     error: str
 
 
+class Building(Protocol):
+    """A source still being made while the app serves (the embedded default's first build)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def line(self) -> str:
+        """What it is doing now, for the page."""
+        ...
+
+
 @dataclass
 class Catalog:
-    """Every opened model by display name, the sources that failed, and one search index over all of them."""
+    """Every opened model by display name, the sources that failed, the ones still being built, and one search
+    index over all the opened ones."""
 
     models: dict[str, NeuronDataset]
     unavailable: list[Unavailable]
     index_build: Future = field(repr=False)
+    building: list[Building] = field(default_factory=list)
 
     @property
     def model_names(self) -> list[str]:
@@ -44,13 +59,27 @@ class Catalog:
         """The search index, waiting for the background build if it is still running."""
         return self.index_build.result()
 
+    def add(self, source: str, *, endpoint: str | None = None, token: str | None = None) -> None:
+        """Open one more source while serving (a build that finished). The models and the index are replaced whole,
+        never changed in place: a request in flight reads the catalog before or after, never half of it."""
+        models = dict(self.models)
+        _open_into(models, self.unavailable, source, endpoint, token)
+        if len(models) > len(self.models):
+            self.models = models
+            self.index_build = _build_index_in_background(models)
+
     def source_messages(self) -> list[str]:
         """The sources that failed to open, and why."""
         return [f"Source {item.source!r} is unavailable: {item.error}" for item in self.unavailable]
 
+    @property
+    def still_building(self) -> bool:
+        return any(source.running for source in self.building)
+
     def unavailable_messages(self) -> list[str]:
-        """Failed sources, and once the index is built, neuron tables it could not read."""
-        messages = self.source_messages()
+        """Sources being built (with their progress), failed sources, and once the index is built, neuron tables it
+        could not read."""
+        messages = [source.line() for source in self.building if source.running] + self.source_messages()
         if self.index_build.done() and self.index_build.exception() is None:
             messages += self.index_build.result().problems
         return messages
@@ -84,18 +113,26 @@ def _display_name(dataset: NeuronDataset, taken: Iterable[str]) -> str:
     return name
 
 
+def _open_into(
+    models: dict[str, NeuronDataset], unavailable: list[Unavailable], source: str, endpoint: str | None,
+    token: str | None,
+) -> None:
+    """Open a source's manifest into `models`; a failure becomes an `Unavailable` entry with the reader's message."""
+    try:
+        dataset = open_dataset(source, endpoint=endpoint, token=token)
+    except DatasetError as error:
+        unavailable.append(Unavailable(source, str(error)))
+        return
+    except OSError as error:
+        unavailable.append(Unavailable(source, f"cannot be read: {error}"))
+        return
+    models[_display_name(dataset, models)] = dataset
+
+
 def open_sources(sources: Iterable[str], *, endpoint: str | None = None, token: str | None = None) -> Catalog:
     """Open each source's manifest; failures become `Unavailable` entries with the reader's message."""
     models: dict[str, NeuronDataset] = {}
     unavailable: list[Unavailable] = []
     for source in sources:
-        try:
-            dataset = open_dataset(source, endpoint=endpoint, token=token)
-        except DatasetError as error:
-            unavailable.append(Unavailable(source, str(error)))
-            continue
-        except OSError as error:
-            unavailable.append(Unavailable(source, f"cannot be read: {error}"))
-            continue
-        models[_display_name(dataset, models)] = dataset
+        _open_into(models, unavailable, source, endpoint, token)
     return Catalog(models=models, unavailable=unavailable, index_build=_build_index_in_background(models))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from space.building import follow_building
 from space.explainer import LiveExplainer, explain_view
 from space.links import resolve_query, shown
 from space.render import message_html
@@ -345,4 +346,5 @@ def build_blocks(
             [banner, *neuron_outputs, keyword_box, search_notice, results, tabs],
             api_visibility="private",
         ).then(None, [*here, keyword_box], None, js=landing(landing_url_js))
+        follow_building(catalog, banner, model_box, models_filter, (layer_min, layer_max), neuron_outputs[1:])
     return blocks

@@ -22,7 +22,7 @@ from harvest.models import LoadedModel
 from hub_sync.format import MLP_HOOK
 from space.live.forward import model_device, one_at_a_time
 from space.live.interventions import Clamp
-from space.live.model import gpu
+from space.live.model import gpu, model_key, resident
 
 CLEAN_ROW, INTERVENED_ROW = 0, 1
 
@@ -47,11 +47,16 @@ def clamp_hooks(clamps: Sequence[Clamp], row: int = INTERVENED_ROW) -> list[tupl
     return [(MLP_HOOK.format(layer=layer), setter(layer_clamps)) for layer, layer_clamps in sorted(by_layer.items())]
 
 
+def paired_log_probs(model: LoadedModel, token_ids: Sequence[int], clamps: Sequence[Clamp]) -> torch.Tensor:
+    """[2, positions, vocab] float32 next-token log-probabilities of one BOS-led text: clean, then intervened."""
+    return _paired_log_probs(model_key(model), tuple(token_ids), tuple(clamps))
+
+
 @one_at_a_time
 @gpu(duration=60)
 @torch.inference_mode()
-def paired_log_probs(model: LoadedModel, token_ids: Sequence[int], clamps: Sequence[Clamp]) -> torch.Tensor:
-    """[2, positions, vocab] float32 next-token log-probabilities of one BOS-led text: clean, then intervened."""
+def _paired_log_probs(key: str, token_ids: tuple[int, ...], clamps: tuple[Clamp, ...]) -> torch.Tensor:
+    model = resident(key)
     tokens = torch.tensor([list(token_ids)] * 2, device=model_device(model))
     logits = model.bridge.run_with_hooks(tokens, fwd_hooks=clamp_hooks(clamps))
     return torch.log_softmax(logits.float(), dim=-1).cpu()
@@ -94,14 +99,21 @@ def next_tokens(logits: torch.Tensor, generator: torch.Generator | None) -> torc
     return (cumulative < draw).sum(dim=-1).clamp(max=logits.shape[-1] - 1)
 
 
-@one_at_a_time
-@gpu(duration=120)
-@torch.inference_mode()
 def paired_generation(
     model: LoadedModel, token_ids: Sequence[int], clamps: Sequence[Clamp], new_tokens: int, seed: int | None
 ) -> torch.Tensor:
     """[2, new_tokens] tokens generated after the text: clean, then with the clamps; greedy when `seed` is None.
     Stops early once both rows have produced EOS (what follows a row's EOS is not part of its continuation)."""
+    return _paired_generation(model_key(model), tuple(token_ids), tuple(clamps), new_tokens, seed)
+
+
+@one_at_a_time
+@gpu(duration=120)
+@torch.inference_mode()
+def _paired_generation(
+    key: str, token_ids: tuple[int, ...], clamps: tuple[Clamp, ...], new_tokens: int, seed: int | None
+) -> torch.Tensor:
+    model = resident(key)
     tokens = torch.tensor([list(token_ids)] * 2, device=model_device(model))
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     hooks = clamp_hooks(clamps)

@@ -2,9 +2,10 @@
 
 Texts of different lengths run together right-padded: the models are causal, so padding after a
 text's last token cannot change its activations. The functions that run the model are wrapped with
-`spaces.GPU` (a no-op off ZeroGPU Spaces) and return CPU float32 tensors. They run one at a time per
-process: `run_with_hooks` adds its hooks to the shared model, where they would fire on any other
-request's forward pass running at the same time.
+`spaces.GPU` (a no-op off ZeroGPU Spaces): they take the model's key and token ids (on ZeroGPU their
+arguments are pickled to a worker process, which holds the model already: space.live.model), run the
+forward and return CPU float32 tensors. They run one at a time per process: `run_with_hooks` adds its
+hooks to the shared model, where they would fire on any other request's forward pass running at the same time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from harvest.models import LoadedModel
 from hub_sync.format import MLP_HOOK
-from space.live.model import gpu
+from space.live.model import gpu, model_key, resident
 from space.live.texts import EncodedText, Sample
 
 Progress = Callable[..., object]  # called as progress(fraction, desc=...): gr.Progress, which spaces.GPU forwards
@@ -44,11 +45,16 @@ def model_device(model: LoadedModel) -> torch.device:
     return next(model.bridge.parameters()).device
 
 
+def token_activations(model: LoadedModel, token_ids: Sequence[int], layers: Sequence[int]) -> torch.Tensor:
+    """[len(layers), positions, d_mlp]: every neuron's activation at every position of one BOS-led text."""
+    return _token_activations(model_key(model), tuple(token_ids), tuple(layers))
+
+
 @one_at_a_time
 @gpu(duration=60)
 @torch.inference_mode()
-def token_activations(model: LoadedModel, token_ids: Sequence[int], layers: Sequence[int]) -> torch.Tensor:
-    """[len(layers), positions, d_mlp]: every neuron's activation at every position of one BOS-led text."""
+def _token_activations(key: str, token_ids: tuple[int, ...], layers: tuple[int, ...]) -> torch.Tensor:
+    model = resident(key)
     captured: dict[int, torch.Tensor] = {}
 
     def keep(layer: int):
@@ -71,15 +77,23 @@ def _pool(acts: torch.Tensor, masks: torch.Tensor, reduce: str) -> torch.Tensor:
     return (acts * weights).sum(dim=1) / weights.sum(dim=1)
 
 
-@one_at_a_time
-@gpu(duration=120)
-@torch.inference_mode()
 def pooled_activations(
     model: LoadedModel, texts: list[EncodedText], samples: list[Sample], hook_names: list[str], reduce: str,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """[len(hook_names), len(samples), width]: each hook's output pooled (max or mean) over each sample's positions;
     `progress` hears before each batch how many texts have run, and at the end."""
+    return _pooled_activations(model_key(model), texts, samples, hook_names, reduce, progress)
+
+
+@one_at_a_time
+@gpu(duration=120)
+@torch.inference_mode()
+def _pooled_activations(
+    key: str, texts: list[EncodedText], samples: list[Sample], hook_names: list[str], reduce: str,
+    progress: Progress | None,
+) -> torch.Tensor:
+    model = resident(key)
     device = model_device(model)
     stop_at_layer = max(int(name.split(".")[1]) for name in hook_names) + 1
     pooled: torch.Tensor | None = None

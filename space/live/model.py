@@ -3,12 +3,18 @@
 The manifest's `model.source` is the MODEL spec the harvest loaded; the same loader (harvest.models)
 boots it here, in the harvest's dtype, so live values are the harvest's values. A model that cannot
 be loaded is remembered with its reason: the live tabs say why, browsing keeps working.
+
+ZeroGPU, as the `spaces` package expects it: models are loaded in the serving process, outside every
+`spaces.GPU` function, and before the server starts (`LiveModels.preload`); a GPU call runs in a worker
+forked from that process, which inherits them (and `spaces` moves their weights to the GPU there). So
+a GPU function gets a model's key, never the model (its arguments are pickled to the worker), and
+finds the model in RESIDENT.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from harvest.models import LoadedModel, ModelLoadError, load_model
 from hub_sync.reader import NeuronDataset
 
 PATH_PREFIXES = ("/", "./", "../", "~")
+RESIDENT: dict[str, LoadedModel] = {}  # every model this process loaded, by model_key: what a GPU worker inherits
 
 
 class LiveUnavailable(RuntimeError):
@@ -29,6 +36,46 @@ def gpu(duration: int) -> Callable:
     except ImportError:
         return lambda function: function
     return spaces.GPU(duration=duration)
+
+
+def on_zero_gpu() -> bool:
+    """Whether this process runs on ZeroGPU hardware (the `spaces` package reads SPACES_ZERO_GPU)."""
+    try:
+        from spaces.config import Config
+    except ImportError:
+        return False
+    return bool(Config.zero_gpu)
+
+
+def zero_gpu_startup() -> None:
+    """Run `spaces`' ZeroGPU start-up: pack the weights loaded so far for the workers, and report the GPU functions
+    to the scheduler. `spaces` hooks it into `gr.Blocks.launch`, which an app mounted on FastAPI never calls."""
+    import spaces.zero
+
+    spaces.zero.startup()
+
+
+def prepare_zero_gpu(models: LiveModels, datasets: Iterable[NeuronDataset]) -> None:
+    """On ZeroGPU, as `spaces` expects: every model loaded before the server starts, then its start-up. Elsewhere
+    nothing: models load on first use."""
+    if on_zero_gpu():
+        models.preload(datasets)
+        zero_gpu_startup()
+
+
+def model_key(model: LoadedModel) -> str:
+    return f"{model.spec}|{model.dtype}"
+
+
+def resident(key: str) -> LoadedModel:
+    """The model a GPU function runs: loaded in the serving process before this worker was forked."""
+    try:
+        return RESIDENT[key]
+    except KeyError:
+        raise LiveUnavailable(
+            f"the model {key.split('|')[0]!r} was loaded after the GPU worker started: on ZeroGPU every model is "
+            "loaded before the server starts"
+        ) from None
 
 
 def model_spec(dataset: NeuronDataset) -> str:
@@ -97,7 +144,17 @@ class LiveModels:
             return None, str(error)
         except ModelLoadError as error:
             return None, f"the model of {dataset.name!r} cannot be loaded: {error}"
+        RESIDENT[model_key(model)] = model
         return model, None
+
+    def preload(self, datasets: Iterable[NeuronDataset]) -> None:
+        """Load every dataset's model now (a failure is remembered, as on first use): on ZeroGPU, before the server
+        starts, so that every GPU worker inherits them."""
+        for dataset in datasets:
+            try:
+                self.get(dataset)
+            except LiveUnavailable:
+                continue
 
     def known_failure(self, dataset: NeuronDataset) -> str | None:
         """Why the live tabs are off for this dataset, from the manifest or an earlier load; None if not known to

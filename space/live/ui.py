@@ -58,7 +58,8 @@ def live_status(context: LiveContext, model: str | None) -> tuple[str, bool]:
     """A line saying which model the live tabs run, or why they cannot; and whether they can."""
     ref, _ = resolve(context.catalog, model, None, None)
     if ref is None:
-        return message_html(["Live tabs are off: no dataset is available."]), False
+        waiting = "they start when the dataset being built is ready" if context.catalog.still_building else None
+        return message_html([f"Live tabs are off: {waiting or 'no dataset is available'}."]), False
     reason = context.models.known_failure(context.catalog.models[ref.model])
     if reason:
         return message_html([f"Live tabs are off for {ref.model}: {reason}"]), False
