@@ -26,6 +26,7 @@ from hub_sync import format as fmt
 from space.links import NeuronRef
 from space.live.effects import compare, paired_generation, paired_log_probs, until_eos
 from space.live.interventions import Clamp, Intervention, parse_intervention, parse_neurons
+from space.live.model import keep_resident
 from space.live.texts import TextError
 from space.live.ui import live_tabs
 from space.server import build_app, running
@@ -85,7 +86,7 @@ def served(tmp_path_factory):
         yield SimpleNamespace(
             client=Client(url, verbose=False), catalog=catalog, planted_token=planted_token["id"],
             datasets={name: dataset for name, (dataset, _) in made.items()},
-            models={name: load_model(str(folder), "cpu") for name, (_, folder) in made.items()},
+            models={name: keep_resident(load_model(str(folder), "cpu")) for name, (_, folder) in made.items()},
             hf={name: AutoModelForCausalLM.from_pretrained(folder).eval() for name, (_, folder) in made.items()},
         )
 

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 from harvest.models import load_model
 from space.live.effects import compare, paired_generation, paired_log_probs, until_eos
 from space.live.interventions import Clamp
+from space.live.model import keep_resident
 from test_effects import hf_greedy, hf_log_probs, text_ids
 
 pytestmark = pytest.mark.slow
@@ -17,7 +18,7 @@ TEXT = "The capital of France is Paris, and the capital of Italy is"
 
 
 def test_smollm2_clamped_neurons_equal_transformers(smollm2_folder):
-    model = load_model(str(smollm2_folder), "cpu")
+    model = keep_resident(load_model(str(smollm2_folder), "cpu"))
     hf = AutoModelForCausalLM.from_pretrained(smollm2_folder).eval()
     token_ids = text_ids(model, TEXT)
     clamps = [Clamp(3, 100, 0.0), Clamp(3, 1200, 4.0), Clamp(20, 700, -3.0), Clamp(29, 5, 10.0)]

@@ -67,6 +67,12 @@ def model_key(model: LoadedModel) -> str:
     return f"{model.spec}|{model.dtype}"
 
 
+def keep_resident(model: LoadedModel) -> LoadedModel:
+    """Register a loaded model for the GPU functions (before any GPU worker forks, on ZeroGPU)."""
+    RESIDENT[model_key(model)] = model
+    return model
+
+
 def resident(key: str) -> LoadedModel:
     """The model a GPU function runs: loaded in the serving process before this worker was forked."""
     try:
@@ -144,8 +150,7 @@ class LiveModels:
             return None, str(error)
         except ModelLoadError as error:
             return None, f"the model of {dataset.name!r} cannot be loaded: {error}"
-        RESIDENT[model_key(model)] = model
-        return model, None
+        return keep_resident(model), None
 
     def preload(self, datasets: Iterable[NeuronDataset]) -> None:
         """Load every dataset's model now (a failure is remembered, as on first use): on ZeroGPU, before the server
