@@ -23,11 +23,13 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+
+from testkit.support import LoopbackServer, OwnedHTTPServer
 
 REPO_TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space", "models": "model"}
 URL_PREFIXES = {"dataset": "datasets/", "space": "spaces/", "model": ""}
@@ -349,7 +351,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 class HubRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _HubHTTPServer
+    server: OwnedHTTPServer
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
         """Silenced: the hub keeps its own structured request log."""
@@ -396,7 +398,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             range=self.headers.get("Range"),
             bytes_sent=body_bytes,
         )
-        self.server.hub.record(entry)
+        self.server.owner.record(entry)
         self._logged = entry
 
     def _read_body(self) -> bytes:
@@ -443,7 +445,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     @property
     def base_url(self) -> str:
-        return self.server.hub.url
+        return self.server.owner.url
 
     # ---- routing --------------------------------------------------------------------------------------
 
@@ -475,7 +477,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return
         if len(s) < 3 or s[0] not in REPO_TYPE_PREFIXES:
             raise HubError(404, f"No route for {method} {self.path}")
-        repo = self.server.hub.state.repo(REPO_TYPE_PREFIXES[s[0]], f"{s[1]}/{s[2]}")
+        repo = self.server.owner.state.repo(REPO_TYPE_PREFIXES[s[0]], f"{s[1]}/{s[2]}")
         action, args = (s[3], s[4:]) if len(s) > 3 else ("", [])
         revision = args[0] if args else "main"
         path = "/".join(args[1:])
@@ -495,7 +497,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         handler()
 
     def _route_lfs(self, method: str, repo_type: str, repo_id: str, s: list[str]) -> None:
-        repo = self.server.hub.state.repo(repo_type, repo_id)
+        repo = self.server.owner.state.repo(repo_type, repo_id)
         if method == "POST" and s == ["info", "lfs", "objects", "batch"]:
             self._lfs_batch(repo)
             return
@@ -513,7 +515,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HubError(400, f"Invalid repo type: {repo_type}")
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
         private = payload.get("visibility", "public") != "public" or bool(payload.get("private"))
-        repo, created = self.server.hub.state.create_repo(repo_type, repo_id, private)
+        repo, created = self.server.owner.state.create_repo(repo_type, repo_id, private)
         url = f"{self.base_url}/{repo.url_path}"
         if created:
             self._send_json({"url": url, "name": repo_id, "id": repo_id})
@@ -521,7 +523,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._send_json({"error": "You already created this repo", "url": url}, 409)
 
     def _repo_info(self, repo: Repo, revision: str) -> None:
-        with self.server.hub.state.lock:
+        with self.server.owner.state.lock:
             commit = repo.resolve(revision)
         blobs = "blobs" in self._query and self._query["blobs"][0].lower() == "true"
         siblings = []
@@ -546,14 +548,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 "downloads": 0,
                 "likes": 0,
                 "tags": [],
-                "cardData": card_data(commit, self.server.hub.state.blobs),
+                "cardData": card_data(commit, self.server.owner.state.blobs),
                 "siblings": siblings,
             }
         )
 
     def _create_branch(self, repo: Repo, branch: str) -> None:
         payload = self._json_body()
-        state = self.server.hub.state
+        state = self.server.owner.state
         with state.lock:
             if branch in repo.branches:
                 raise HubError(409, f"Branch already exists: {branch}")
@@ -561,7 +563,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_json({})
 
     def _commits(self, repo: Repo, revision: str) -> None:
-        with self.server.hub.state.lock:
+        with self.server.owner.state.lock:
             history = list(repo.history(repo.resolve(revision)))
         self._send_json(
             [
@@ -580,7 +582,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _preupload(self, repo: Repo, revision: str) -> None:
         payload = self._json_body()
-        with self.server.hub.state.lock:
+        with self.server.owner.state.lock:
             commit = repo.resolve(revision)
         files = []
         for item in payload.get("files", []):
@@ -603,14 +605,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         objects = []
         for item in payload.get("objects", []):
             obj = {"oid": item["oid"], "size": item["size"], "authenticated": True}
-            if item["oid"] not in self.server.hub.state.blobs:
+            if item["oid"] not in self.server.owner.state.blobs:
                 href = f"{self.base_url}/{repo.url_path}.git/info/lfs/objects/{item['oid']}"
                 obj["actions"] = {"upload": {"href": href, "header": {}}}
             objects.append(obj)
         self._send_json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
     def _lfs_put(self, oid: str) -> None:
-        hub = self.server.hub
+        hub = self.server.owner
         blobs = hub.state.blobs
         length = int(self.headers.get("Content-Length") or 0)
         if hub.should_drop_lfs_upload(oid):
@@ -630,7 +632,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         header: dict = {}
         added: dict[str, StoredFile] = {}
         deleted: list[tuple[str, bool]] = []
-        blobs = self.server.hub.state.blobs
+        blobs = self.server.owner.state.blobs
         for line in self._read_body().splitlines():
             if not line.strip():
                 continue
@@ -651,7 +653,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 deleted.append((value["path"], key == "deletedFolder"))
             else:
                 raise HubError(400, f"Unsupported commit operation: {key}")
-        commit = self.server.hub.state.commit(
+        commit = self.server.owner.state.commit(
             repo,
             branch,
             header.get("summary") or "Commit",
@@ -674,7 +676,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _tree(self, repo: Repo, revision: str, folder: str) -> None:
         recursive = self._query.get("recursive", ["false"])[0].lower() == "true"
         expand = self._query.get("expand", ["false"])[0].lower() == "true"
-        with self.server.hub.state.lock:
+        with self.server.owner.state.lock:
             commit = repo.resolve(revision)
         folder = folder.strip("/")
         folders = folders_of(commit)
@@ -693,7 +695,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         else:
             form = parse_qs(body)
         expand = str(form.get("expand", ["false"])[0]).lower() == "true"
-        with self.server.hub.state.lock:
+        with self.server.owner.state.lock:
             commit = repo.resolve(revision)
         folders = folders_of(commit)
         wanted = [str(p).strip("/") for p in form.get("paths", [])]
@@ -704,7 +706,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     # ---- download -------------------------------------------------------------------------------------
 
     def _resolve(self, repo_type: str, repo_id: str, revision: str, path: str) -> None:
-        state = self.server.hub.state
+        state = self.server.owner.state
         repo = state.repo(repo_type, repo_id)
         with state.lock:
             commit = repo.resolve(revision)
@@ -745,46 +747,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                     sent += len(chunk)
         finally:
             if sent < length:
-                self.server.hub.amend_bytes_sent(self._logged, sent)
+                self.server.owner.amend_bytes_sent(self._logged, sent)
 
 
-class _HubHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    hub: HubServer
-
-
-class HubServer:
+class HubServer(LoopbackServer):
     """The loopback Hub: start it, point clients at `url` (HF_ENDPOINT or `endpoint=`), read `requests()`."""
 
     def __init__(self, storage_dir: str | Path | None = None):
+        super().__init__(HubRequestHandler, "hub-server")
         self._own_storage = storage_dir is None
         self.storage_dir = Path(storage_dir or tempfile.mkdtemp(prefix="hub-server-"))
         self.state = HubState(BlobStore(self.storage_dir / "blobs"))
         self._log: list[LoggedRequest] = []
         self._log_lock = threading.Lock()
         self._fault: LfsUploadFault | None = None
-        self._httpd = _HubHTTPServer(("127.0.0.1", 0), HubRequestHandler)
-        self._httpd.hub = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-server", daemon=True
-        )
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> HubServer:
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().stop()
         if self._own_storage:
             shutil.rmtree(self.storage_dir, ignore_errors=True)
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     # ---- request log ----------------------------------------------------------------------------------
 

@@ -17,8 +17,10 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from testkit.support import LoopbackServer, OwnedHTTPServer
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Generator:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: OwnedHTTPServer
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
         """Silenced: the server keeps its own request log."""
@@ -179,15 +181,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: OpenAIServer
-
-
-class OpenAIServer:
+class OpenAIServer(LoopbackServer):
     """Start it, point InferenceClient(base_url=server.base_url) at it, script faults, read `requests()`."""
 
     def __init__(self, model_dir: Path | None, model_name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        super().__init__(_Handler, "openai-server")
         self._model_dir = model_dir
         self._generator: Generator | None = None
         self.model_name = model_name
@@ -196,24 +194,7 @@ class OpenAIServer:
         self._log: list[ChatRequest] = []
         self._lock = threading.Lock()
         self._counter = 0
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def start(self) -> OpenAIServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        self.base_url = f"{self.url}/v1"
 
     @property
     def generator(self) -> Generator:

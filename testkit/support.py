@@ -1,5 +1,6 @@
 """Helpers several test modules share (fixtures live in conftest.py): the repository, a free port, the harvest
-command and what a dataset holds, and a manifest edited in place. Test modules import these rather than each other."""
+command and what a dataset holds, a manifest edited in place, and what the loopback servers have in common. Test
+modules import these rather than each other."""
 
 from __future__ import annotations
 
@@ -7,14 +8,51 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyarrow.parquet as pq
 
 from hub_sync import format as fmt
 
 REPO = Path(__file__).resolve().parent.parent
+Served = TypeVar("Served", bound="LoopbackServer")
+
+
+class OwnedHTTPServer(ThreadingHTTPServer):
+    """An HTTP server whose request handlers reach the test server that owns it as `self.server.owner`."""
+
+    daemon_threads = True
+    owner: Any
+
+
+class LoopbackServer:
+    """A test server on a free loopback port, answered on a daemon thread: `start()`/`stop()` or a with block."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str):
+        self._httpd = OwnedHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        )
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self: Served) -> Served:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self: Served) -> Served:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
 
 def free_port() -> int:
