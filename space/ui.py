@@ -148,6 +148,11 @@ def landing_tab(extra_tabs: Sequence[ExtraTab]) -> str:
     return next((tab.id for tab in extra_tabs if tab.landing and tab.id), "neuron")
 
 
+def link_textbox(placeholder: str, elem_id: str) -> gr.Textbox:
+    """A read-only box for a link the page writes (the neuron's, its card's)."""
+    return gr.Textbox(show_label=False, placeholder=placeholder, interactive=False, scale=3, elem_id=elem_id)
+
+
 def _neuron_outputs(view: NeuronView) -> tuple:
     if view.ref is None:
         return None, None, None, view.notice, view.page
@@ -262,20 +267,8 @@ def build_blocks(
                     random_button = gr.Button("Random", size="sm", elem_id="ns-random")
                 with gr.Row(equal_height=True):
                     copy_button = gr.Button("Copy link", size="sm", scale=1, elem_id="ns-copy")
-                    link_box = gr.Textbox(
-                        show_label=False,
-                        placeholder="link to this neuron",
-                        interactive=False,
-                        scale=3,
-                        elem_id="ns-link",
-                    )
-                    card_box = gr.Textbox(
-                        show_label=False,
-                        placeholder="card link for forums",
-                        interactive=False,
-                        scale=3,
-                        elem_id="ns-card",
-                    )
+                    link_box = link_textbox("link to this neuron", "ns-link")
+                    card_box = link_textbox("card link for forums", "ns-card")
                 with gr.Row():
                     explain_button = gr.Button(
                         "Explain this neuron",

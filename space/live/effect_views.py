@@ -35,6 +35,13 @@ class EffectRequest:
     intervention: Intervention
     clamps: list[Clamp]
 
+    def described(self) -> dict:
+        """The values both views return first: which model, neurons and intervention, on which tokens."""
+        return {
+            "model": self.target.ref.model, "neurons": _clamp_rows(self.clamps), "intervention": str(self.intervention),
+            "token_ids": self.encoded.token_ids, "tokens": self.encoded.tokens, "truncated": self.encoded.truncated,
+        }
+
 
 def open_request(context: LiveContext, model: object, neurons: str | None, text: str | None, intervention: str | None,
                  layer: object, neuron: object) -> EffectRequest:
@@ -85,12 +92,10 @@ def ablate_view(context: LiveContext, model: object, neurons: str | None, text: 
     effect = compare(encoded.token_ids, log_probs)
     after_bos = effect.kl[1:]
     result = {
-        "model": target.ref.model, "neurons": _clamp_rows(request.clamps), "intervention": str(request.intervention),
-        "token_ids": encoded.token_ids, "tokens": encoded.tokens, "loss": _losses(effect.loss),
-        "intervened_loss": _losses(effect.intervened_loss), "kl": [float(value) for value in effect.kl],
-        "mean_loss": float(effect.loss.mean()), "mean_intervened_loss": float(effect.intervened_loss.mean()),
-        "mean_kl": float(after_bos.mean()), "max_kl": float(after_bos.max()),
-        "top_changes": top_changes(effect, target.model), "truncated": encoded.truncated,
+        **request.described(), "loss": _losses(effect.loss), "intervened_loss": _losses(effect.intervened_loss),
+        "kl": [float(value) for value in effect.kl], "mean_loss": float(effect.loss.mean()),
+        "mean_intervened_loss": float(effect.intervened_loss.mean()), "mean_kl": float(after_bos.mean()),
+        "max_kl": float(after_bos.max()), "top_changes": top_changes(effect, target.model),
     }
     direct = [target.dataset.neuron_stats(clamp.layer, clamp.neuron) for clamp in request.clamps[:DIRECT_SHOWN]]
     html = effect_html(target.ref.model, request.clamps, result, direct)
@@ -121,9 +126,7 @@ def steer_view(context: LiveContext, model: object, neurons: str | None, text: s
     seed_number = optional_int(seed, "Seed", "generating greedily", messages)
     generated = paired_generation(target.model, encoded.token_ids, request.clamps, count, seed_number).tolist()
     result = {
-        "model": target.ref.model, "neurons": _clamp_rows(request.clamps), "intervention": str(request.intervention),
-        "token_ids": encoded.token_ids, "tokens": encoded.tokens, "seed": seed_number, "new_tokens": count,
+        **request.described(), "seed": seed_number, "new_tokens": count,
         "clean": _continuation(request, generated[0]), "steered": _continuation(request, generated[1]),
-        "truncated": encoded.truncated,
     }
     return message_html(messages), steer_html(target.ref.model, request.clamps, result), result
