@@ -1,10 +1,11 @@
 """Helpers several test modules share (fixtures live in conftest.py): the repository, a free port, the harvest
-command and what a dataset holds, a manifest edited in place, and what the loopback servers have in common. Test
-modules import these rather than each other."""
+command and what a dataset holds, a manifest edited in place, what the loopback servers have in common, and two
+views' values compared. Test modules import these rather than each other."""
 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -84,3 +85,19 @@ def edit_manifest(folder: Path, change: Callable[[dict], None]) -> None:
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
+
+
+def assert_same(concurrent: object, alone: object, where: str = "") -> None:
+    """Equal structure and equal numbers (to float32 rounding of a reordered sum)."""
+    if isinstance(alone, dict):
+        assert isinstance(concurrent, dict) and concurrent.keys() == alone.keys(), where
+        for key in alone:
+            assert_same(concurrent[key], alone[key], f"{where}.{key}")
+    elif isinstance(alone, list):
+        assert isinstance(concurrent, list) and len(concurrent) == len(alone), where
+        for index, (got, expected) in enumerate(zip(concurrent, alone, strict=True)):
+            assert_same(got, expected, f"{where}[{index}]")
+    elif isinstance(alone, float) and not isinstance(concurrent, str):
+        assert math.isclose(concurrent, alone, rel_tol=1e-5, abs_tol=1e-6), f"{where}: {concurrent} != {alone}"
+    else:
+        assert concurrent == alone, where

@@ -111,6 +111,19 @@ def test_no_import_cycles_between_modules():
     assert cycles(import_graph()) == []
 
 
+def test_test_modules_import_testkit_never_each_other():
+    tests = REPO / "tests"
+    test_modules = {path.stem for path in tests.glob("test_*.py")}
+    known = test_modules | {path.stem for path in tests.glob("*.py")}
+    shared = {
+        f"{path.name} -> {module}"
+        for path in sorted(tests.glob("test_*.py"))
+        for module in imports_of(path, path.stem, known)
+        if module in test_modules
+    }
+    assert shared == set(), "move what they share to testkit/"
+
+
 def test_the_checks_see_a_broken_arrow_and_a_cycle_hidden_in_type_checking(tmp_path):
     files = {
         "hub_sync/__init__.py": "",

@@ -12,7 +12,7 @@ from playwright.sync_api import sync_playwright
 from hub_sync.synthetic import write_synthetic_dataset
 from space.server import build_app, running
 from space.sources import Catalog, open_sources
-from test_space_browser import CHROMIUM_ARGS, ensure_chromium
+from testkit.browser import CHROMIUM_ARGS, ensure_chromium
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 from gradio_client import Client
 
-from harvested import harvested_dataset
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
 from space.compare import CAVEAT, compare_view
@@ -20,6 +19,7 @@ from space.rating import RatingStore
 from space.research_tabs import research_tabs
 from space.server import build_app, running
 from space.sources import open_sources
+from testkit.harvested import harvested_dataset
 
 SOLU, GELU = "test/solu-2l", "test/gelu-2l"
 

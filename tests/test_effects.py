@@ -6,8 +6,6 @@ and a GPT-2 whose prediction is carried by one planted neuron, where ablating it
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from html import escape
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +30,8 @@ from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
-from test_live_api import doc_lines
+from testkit.hf_clamped import hf_greedy, hf_log_probs, hf_sampled
+from testkit.texts import doc_lines, text_ids
 from testkit.tiny_models import hf_gpt2, hf_llama
 
 WINDOW = 24
@@ -89,43 +88,6 @@ def served(tmp_path_factory):
             models={name: keep_resident(load_model(str(folder), "cpu")) for name, (_, folder) in made.items()},
             hf={name: AutoModelForCausalLM.from_pretrained(folder).eval() for name, (_, folder) in made.items()},
         )
-
-
-def down_projection(hf, layer: int) -> torch.nn.Module:
-    if hasattr(hf, "transformer"):
-        return hf.transformer.h[layer].mlp.c_proj
-    return hf.model.layers[layer].mlp.down_proj
-
-
-@contextmanager
-def hf_clamped(hf, clamps: list[Clamp]) -> Iterator[None]:
-    """Pre-hooks on the down projections that set each neuron's input after BOS (a cached generation step sees
-    one new position, never BOS: all of it)."""
-
-    def setter(clamp: Clamp):
-        def hook(module, args):
-            inputs = args[0].clone()
-            inputs[:, 1 if inputs.shape[1] > 1 else 0 :, clamp.neuron] = clamp.value
-            return (inputs, *args[1:])
-
-        return hook
-
-    handles = [down_projection(hf, clamp.layer).register_forward_pre_hook(setter(clamp)) for clamp in clamps]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@torch.inference_mode()
-def hf_log_probs(hf, token_ids: list[int], clamps: list[Clamp]) -> torch.Tensor:
-    with hf_clamped(hf, clamps):
-        return torch.log_softmax(hf(torch.tensor([token_ids])).logits[0].float(), dim=-1)
-
-
-def text_ids(model, text: str) -> list[int]:
-    return [model.bos_id, *model.tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
 def neuron_stat(dataset: Path, layer: int, neuron: int, column: str) -> float:
@@ -211,26 +173,6 @@ def test_ablating_the_planted_neuron_removes_the_prediction_it_carries(served):
     neighbour = f"L{PLANTED_LAYER}N{PLANTED_NEURON + 1}"
     _, _, other = served.client.predict(PLANTED, neighbour, text, "zero", api_name="/ablate")
     assert other["mean_kl"] < 0.01 * values["mean_kl"]
-
-
-def hf_greedy(hf, token_ids: list[int], clamps: list[Clamp], new_tokens: int, eos: int) -> list[int]:
-    with hf_clamped(hf, clamps), torch.inference_mode():
-        output = hf.generate(torch.tensor([token_ids]), attention_mask=torch.ones(1, len(token_ids), dtype=torch.long),
-                             max_new_tokens=new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=eos)
-    return output[0, len(token_ids) :].tolist()
-
-
-@torch.inference_mode()
-def hf_sampled(hf, token_ids: list[int], clamps: list[Clamp], new_tokens: int, seed: int) -> list[int]:
-    """The documented rule, written again on transformers: one uniform draw per step from a CPU generator seeded
-    with `seed`; the token is where the draw falls in the cumulative distribution."""
-    generator, ids = torch.Generator().manual_seed(seed), list(token_ids)
-    with hf_clamped(hf, clamps):
-        for _ in range(new_tokens):
-            draw = torch.rand((), generator=generator).item()
-            cumulative = torch.softmax(hf(torch.tensor([ids])).logits[0, -1].float(), dim=-1).cumsum(dim=0)
-            ids.append(int(torch.searchsorted(cumulative, draw * cumulative[-1])))
-    return ids[len(token_ids) :]
 
 
 @pytest.mark.parametrize("name", [GPT2, LLAMA])

@@ -11,7 +11,8 @@ from harvest.models import load_model
 from space.live.effects import compare, paired_generation, paired_log_probs, until_eos
 from space.live.interventions import Clamp
 from space.live.model import keep_resident
-from test_effects import hf_greedy, hf_log_probs, text_ids
+from testkit.hf_clamped import hf_greedy, hf_log_probs
+from testkit.texts import text_ids
 
 pytestmark = pytest.mark.slow
 TEXT = "The capital of France is Paris, and the capital of Italy is"

@@ -7,7 +7,6 @@ the values the harvest stored, and brute-force rankings written the obvious way.
 from __future__ import annotations
 
 import json
-import pydoc_data.topics
 import shutil
 import threading
 import urllib.request
@@ -22,7 +21,6 @@ import torch
 from gradio_client import Client
 
 from harvest.models import load_model
-from harvested import harvested_dataset
 from hub_sync import format as fmt
 from hub_sync.synthetic import write_synthetic_dataset
 from space.live.model import LiveModels
@@ -32,19 +30,14 @@ from space.live.views import LiveContext, find_view, probe_view
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
+from testkit.harvested import harvested_dataset
+from testkit.texts import doc_lines, text_ids
 
 LAYERS = [0, 1, 2]
 MODEL = "test/tiny"
 MISSING = "test/missing-weights"
 SYNTHETIC = "org/synthetic"
 CAP = 63  # the tiny model's context is 64 tokens, BOS included
-
-
-def doc_lines(count: int, start: int = 0) -> list[str]:
-    """Distinct prose lines of the language reference, 20 to 120 characters long."""
-    text = "\n".join(pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics))
-    lines = sorted({line.strip() for line in text.splitlines() if 20 <= len(line.strip()) <= 120 and "[[" not in line})
-    return lines[start : start + count]
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +67,6 @@ def forward(model, token_ids: list[int], layers: list[int]) -> np.ndarray:
     names = [f"blocks.{layer}.mlp.hook_post" for layer in layers]
     _, cache = model.bridge.run_with_cache(torch.tensor([token_ids]), names_filter=lambda name: name in names)
     return np.stack([cache[name][0].float().numpy() for name in names])
-
-
-def text_ids(model, text: str) -> list[int]:
-    return [model.bos_id, *model.tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
 def test_live_activations_equal_the_forward_pass_and_the_stored_windows(live):

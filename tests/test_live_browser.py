@@ -9,13 +9,13 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
-from harvested import harvested_dataset
 from hub_sync.synthetic import write_synthetic_dataset
 from space.live import worked_example as example
 from space.live.ui import live_tabs
 from space.server import build_app, running
 from space.sources import open_sources
+from testkit.browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
+from testkit.harvested import harvested_dataset
 
 pytestmark = pytest.mark.slow
 MODEL = "test/browser"

@@ -6,7 +6,6 @@ another's forward pass. Texts of equal and unequal lengths, all six live endpoin
 
 from __future__ import annotations
 
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +17,9 @@ from space.live.ui import live_tabs
 from space.server import CONCURRENT_EVENTS, build_app, running
 from space.sources import open_sources
 from space.ui import build_blocks
-from test_live_api import doc_lines, harvested_dataset, text_ids
+from testkit.harvested import harvested_dataset
+from testkit.support import assert_same
+from testkit.texts import doc_lines, text_ids
 
 MODEL = "test/concurrent-users"
 ROUNDS = 3
@@ -61,22 +62,6 @@ def calls(model) -> list[tuple[str, tuple]]:
         requests.append(("/find", (MODEL, with_feature, without_feature, "either way", 8)))
         requests.append(("/probe", (MODEL, with_feature, without_feature)))
     return requests
-
-
-def assert_same(concurrent: object, alone: object, where: str = "") -> None:
-    """Equal structure and equal numbers (to float32 rounding of a reordered sum)."""
-    if isinstance(alone, dict):
-        assert isinstance(concurrent, dict) and concurrent.keys() == alone.keys(), where
-        for key in alone:
-            assert_same(concurrent[key], alone[key], f"{where}.{key}")
-    elif isinstance(alone, list):
-        assert isinstance(concurrent, list) and len(concurrent) == len(alone), where
-        for index, (got, expected) in enumerate(zip(concurrent, alone, strict=True)):
-            assert_same(got, expected, f"{where}[{index}]")
-    elif isinstance(alone, float) and not isinstance(concurrent, str):
-        assert math.isclose(concurrent, alone, rel_tol=1e-5, abs_tol=1e-6), f"{where}: {concurrent} != {alone}"
-    else:
-        assert concurrent == alone, where
 
 
 def test_concurrent_live_calls_equal_the_same_calls_made_one_at_a_time(served):

@@ -29,7 +29,7 @@ from space.rating import RatingStore
 from space.research_tabs import research_tabs
 from space.server import build_app, running
 from space.sources import open_sources
-from wilson_reference import wilson_by_inversion
+from testkit.wilson_reference import wilson_by_inversion
 
 SHAPED, GATED = "org/shaped", "org/gated"
 # neuron -> what its row is edited to be, so every rule has a case on each side of it

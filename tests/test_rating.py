@@ -34,7 +34,7 @@ from space.research_tabs import research_tabs
 from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
-from wilson_reference import wilson_by_inversion
+from testkit.wilson_reference import wilson_by_inversion
 
 FIRST, SECOND = "org/first-model", "org/second-model"
 TOKEN_TEXT = re.compile(r'<span class="t [pn]\d+(?: pk)?" title="[^"]*">([^<]*)</span>')

@@ -12,12 +12,12 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
 from hub_sync.synthetic import HOSTILE_TOKENS, write_synthetic_dataset
 from space.rating import RatingStore
 from space.research_tabs import research_tabs
 from space.server import build_app, running
 from space.sources import open_sources
+from testkit.browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
 
 pytestmark = pytest.mark.slow
 PLAIN, HOSTILE = "org/plain", "org/hostile"

@@ -11,7 +11,6 @@ import pytest
 from huggingface_hub import constants
 from playwright.sync_api import Page, sync_playwright
 
-from browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
 from hub_sync.synthetic import (
     HOSTILE_EXPLANATIONS,
     HOSTILE_TOKENS,
@@ -22,6 +21,7 @@ from space.explainer import LiveExplainer
 from space.server import build_app, running
 from space.sources import open_sources
 from space.views import RESULT_COLUMNS
+from testkit.browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium, query
 from testkit.openai_server import Fault, OpenAIServer
 from testkit.planted import write_planted_dataset
 

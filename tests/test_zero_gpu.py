@@ -19,8 +19,8 @@ from space.live.forward import ActivationCache
 from space.live.model import LiveModels
 from space.live.views import LiveContext, activations_view, find_view, probe_view, top_neurons_view
 from space.sources import open_sources
-from test_live_api import harvested_dataset
-from test_live_concurrency import assert_same
+from testkit.harvested import harvested_dataset
+from testkit.support import assert_same
 from zero_gpu_inputs import MODEL, TEXT, WITH_FEATURE, WITHOUT_FEATURE
 
 TESTS = Path(__file__).resolve().parent
