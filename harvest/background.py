@@ -3,7 +3,8 @@
 A child rather than a thread: the harvest holds the GIL for much of each batch, and the page must stay quick.
 The child (`python -m harvest.default`) reports each step as a JSON line; this side keeps the latest,
 turns it into one line with tokens/s and the time left, for the page and the terminal, and hands the
-finished folder (or the reason it failed) to a callback. Stopping closes the child's stdin: it stops
+finished folder (or the reason it failed) to a callback. Once the child has the model ready, `model_spec` names
+it, so the app can run it live before the dataset exists. Stopping closes the child's stdin: it stops
 as Ctrl-C stops a harvest, after the current batch, checkpoint saved, so the next launch resumes.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from harvest.progress import DONE, FAILED, HARVESTING, LOADING, WRITING, Step
+from harvest.progress import DONE, FAILED, HARVESTING, LOADING, MODEL, WRITING, Step
 
 TITLE = "the embedded default dataset (SmolLM2-135M)"
 PRINT_EVERY = 5.0  # seconds between the terminal's lines while harvesting
@@ -60,13 +61,19 @@ def progress_text(step: Step, speed: Speed | None, now: float) -> str:
 
 
 class BackgroundBuild:
-    """The default's build in a child process: its latest progress, its outcome, and a clean stop."""
+    """The default's build in a child process: its latest progress, its model once ready, its outcome, and a clean
+    stop."""
 
-    def __init__(self, command: list[str], echo: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, command: list[str], model_dtype: str, echo: TextIO = sys.stderr,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.command = command
+        self.model_dtype = model_dtype  # the dtype the build loads its model in, and so the app's live tabs
         self.echo = echo
         self.clock = clock
         self.step = Step(LOADING, detail="starting")
+        self.model_spec: str | None = None  # the MODEL spec the build runs, once the child reports it ready
         self.failure: str | None = None
         self.folder: Path | None = None
         self._speed: Speed | None = None
@@ -77,7 +84,9 @@ class BackgroundBuild:
 
     @classmethod
     def of_default(cls, echo: TextIO = sys.stderr) -> BackgroundBuild:
-        return cls([sys.executable, "-m", "harvest.default"], echo)
+        from harvest.default import MODEL_DTYPE
+
+        return cls([sys.executable, "-m", "harvest.default"], MODEL_DTYPE, echo)
 
     @property
     def running(self) -> bool:
@@ -114,6 +123,11 @@ class BackgroundBuild:
                 step = Step(**json.loads(line))
             except (ValueError, TypeError):  # not a report: a library printed to stdout
                 print(line, end="", file=self.echo, flush=True)
+                continue
+            if step.phase == MODEL:
+                self.model_spec = step.detail
+                print("default dataset: its model is ready; the live tabs run it while the dataset builds",
+                      file=self.echo, flush=True)
                 continue
             if step.phase == DONE:  # the catalog holds the dataset before anyone hears it is ready
                 on_done(Path(step.detail))

@@ -24,7 +24,7 @@ from typing import IO
 from harvest.config import HarvestConfig
 from harvest.corpus import PYTHON_DOCS, CorpusSpec
 from harvest.models import PROVENANCE_FILE
-from harvest.progress import DONE, FAILED, LOADING, Report, Step, ignore
+from harvest.progress import DONE, FAILED, LOADING, MODEL, Report, Step, ignore
 from harvest.run import harvest
 from harvest.smollm2 import export_smollm2
 from hub_sync import format as fmt
@@ -34,6 +34,7 @@ DEFAULT_TOKENS = 65_536
 DEFAULT_WINDOW = 64
 DATASET_NAME = "smollm2-135m-python-docs"
 MODEL_FOLDER = "smollm2-135m-instruct"
+MODEL_DTYPE = "float32"
 
 
 def cache_root() -> Path:
@@ -80,10 +81,11 @@ def default_source(cache: Path | None = None, tokens: int | None = None, report:
     if not (model_folder / PROVENANCE_FILE).is_file():
         report(Step(LOADING, detail="exporting SmolLM2 from its GGUF file (once, about a minute)"))
     model = export_smollm2(model_folder)
+    report(Step(MODEL, detail=str(model)))
     report(Step(LOADING, detail="loading the model"))
     config = HarvestConfig(
         model=str(model), corpus=CorpusSpec(PYTHON_DOCS), out=out, tokens=tokens, window=DEFAULT_WINDOW,
-        batch_size=16, top_k=10, random_k=5, bottom_k=5, device="auto", checkpoint_every=60.0,
+        batch_size=16, top_k=10, random_k=5, bottom_k=5, device="auto", dtype=MODEL_DTYPE, checkpoint_every=60.0,
         progress=report is ignore,
     )
     return harvest(config, report=report)

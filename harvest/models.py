@@ -57,6 +57,11 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def layers(self) -> list[int]:
+        """Every layer: what a view of the model alone (no dataset yet) may name."""
+        return list(range(self.n_layers))
+
+    @property
     def bos_id(self) -> int:
         """The tokenizer's BOS, or its EOS where it has none (TransformerLens's convention)."""
         bos = self.tokenizer.bos_token_id

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 LOADING = "loading"
 HARVESTING = "harvesting"
 WRITING = "writing"
+MODEL = "model"  # a build's model is ready to load: `detail` is its MODEL spec (the app runs it live meanwhile)
 DONE = "done"  # a build's last report: `detail` is the dataset's folder
 FAILED = "failed"  # a build's last report: `detail` says why
 

@@ -10,6 +10,7 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote, urlencode
 
 from space.sources import Catalog
@@ -75,16 +76,36 @@ def _refusal(label: str, value: object, number: int | None, valid: str) -> str:
     return f"{label} {shown(value)} {reason}"
 
 
+class Neurons(Protocol):
+    """What a link can name neurons of: a dataset, or a model alone (before its dataset is built)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layers(self) -> list[int]: ...
+
+    @property
+    def d_mlp(self) -> int: ...
+
+
 def resolve(catalog: Catalog, model: object, layer: object, neuron: object) -> tuple[NeuronRef | None, list[str]]:
     """The neuron named, or a valid one with messages saying what was wrong; None if no model is served."""
-    names = catalog.model_names
+    return resolve_among(catalog.models, model, layer, neuron)
+
+
+def resolve_among(
+    models: Mapping[str, Neurons], model: object, layer: object, neuron: object
+) -> tuple[NeuronRef | None, list[str]]:
+    """`resolve` over any named models' neurons."""
+    names = list(models)
     if not names:
         return None, ["No dataset is available."]
     messages = []
-    model_name = model if isinstance(model, str) and model in catalog.models else names[0]
+    model_name = model if isinstance(model, str) and model in models else names[0]
     if not _blank(model) and model_name != model:
         messages.append(f"Unknown model {shown(model)}; showing {model_name!r}.")
-    dataset = catalog.models[model_name]
+    dataset = models[model_name]
     layer_number = parse_int(layer)
     if layer_number not in dataset.layers:
         if not _blank(layer):

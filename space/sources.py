@@ -3,7 +3,8 @@
 A source that fails to open is recorded with its error and shown as unavailable; the other sources
 keep working. Opening reads manifests only; the neuron tables are read and the search index built in
 a background thread, so the first page does not wait for them. A source still being built (the
-embedded default on first launch) is shown with its progress and added when it is done.
+embedded default on first launch) is shown with its progress and added when it is done; meanwhile the
+live tabs run its model (`Catalog.models_being_built`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hub_sync.reader import DatasetError, NeuronDataset, open_dataset
 from space.search import SearchIndex
 
 SOURCES_ENV = "NEUROSCOPE_SOURCES"
+LIVE_MEANWHILE = "; meanwhile the Live, Effect and Finder & probe tabs run its model on your text."
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,11 @@ class Unavailable:
 
 
 class Building(Protocol):
-    """A source still being made while the app serves (the embedded default's first build)."""
+    """A source still being made while the app serves (the embedded default's first build). Once its model is ready
+    (`model_spec`, loaded in `model_dtype`), the live tabs run that model alone until the dataset is done."""
+
+    model_spec: str | None
+    model_dtype: str
 
     @property
     def running(self) -> bool: ...
@@ -76,10 +82,22 @@ class Catalog:
     def still_building(self) -> bool:
         return any(source.running for source in self.building)
 
+    def models_being_built(self) -> list[tuple[str, str]]:
+        """(MODEL spec, dtype) of each running build whose model is ready: what the live tabs run before any dataset
+        is served."""
+        return [
+            (source.model_spec, source.model_dtype)
+            for source in self.building
+            if source.running and source.model_spec
+        ]
+
     def unavailable_messages(self) -> list[str]:
         """Sources being built (with their progress), failed sources, and once the index is built, neuron tables it
         could not read."""
-        messages = [source.line() for source in self.building if source.running] + self.source_messages()
+        messages = [
+            source.line() + (LIVE_MEANWHILE if source.model_spec else "") for source in self.building if source.running
+        ]
+        messages += self.source_messages()
         if self.index_build.done() and self.index_build.exception() is None:
             messages += self.index_build.result().problems
         return messages

@@ -1,18 +1,21 @@
 """The page while a source is still being built (the embedded default's first launch), in Debian's chromium: the
 banner follows the build's progress, and when the build is done the neuron page appears and the model menu
-holds the new model, in the same page, without a reload or a restart."""
+holds the new model, in the same page, without a reload or a restart. Meanwhile the Live tab runs the build's
+model alone."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
+from hub_sync.reader import open_dataset
 from hub_sync.synthetic import write_synthetic_dataset
+from space.live.ui import live_tabs
 from space.server import build_app, running
-from space.sources import Catalog, open_sources
-from testkit.browser import CHROMIUM_ARGS, ensure_chromium
+from space.sources import open_sources
+from testkit.browser import ARTIFACTS, CHROMIUM_ARGS, ensure_chromium
+from testkit.harvested import harvested_dataset
+from testkit.scripted_build import ScriptedBuild
 
 pytestmark = pytest.mark.slow
 
@@ -21,26 +24,6 @@ BANNER_SAYS = f"t => {BANNER_TEXT}.includes(t)"
 BANNER_LACKS = f"t => !{BANNER_TEXT}.includes(t)"
 TITLE_IS = "t => document.querySelector('.ns-title')?.innerText === t"
 WAIT_MS = 30_000  # the page polls every 3 s; a loaded machine answers late
-
-
-class ScriptedBuild:
-    """A build the test drives: its line changes on demand, and `finish` adds the built dataset to the catalog."""
-
-    def __init__(self, catalog: Catalog):
-        self.catalog = catalog
-        self.progress = "harvesting: 1,024 of 4,096 tokens (25%)"
-        self.done = False
-
-    @property
-    def running(self) -> bool:
-        return not self.done
-
-    def line(self) -> str:
-        return f"Building the test dataset, once: {self.progress}"
-
-    def finish(self, folder: Path) -> None:
-        self.catalog.add(str(folder))
-        self.done = True
 
 
 def test_the_page_follows_a_build_and_shows_its_neurons_when_it_is_done(tmp_path):
@@ -63,4 +46,37 @@ def test_the_page_follows_a_build_and_shows_its_neurons_when_it_is_done(tmp_path
         assert page.input_value("#ns-model input") == "org/built"
         page.click("#ns-next")
         page.wait_for_function(TITLE_IS, arg="org/built · layer 0 · neuron 1", timeout=WAIT_MS)
+        browser.close()
+
+
+def text_of(selector: str) -> str:
+    return f"t => (document.querySelector('{selector}')?.innerText || '').includes(t)"
+
+
+def test_the_live_tab_runs_the_model_while_its_dataset_builds_then_the_dataset_joins_in(tmp_path):
+    dataset, _ = harvested_dataset(tmp_path, "test/built", n_windows=8, n_layers=2, d_mlp=16)
+    catalog = open_sources([])
+    build = ScriptedBuild(catalog)
+    build.model_spec = open_dataset(dataset).manifest.model.source
+    catalog.building.append(build)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running(build_app(catalog, live_tabs())) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{url}?view=live")
+        page.wait_for_function(text_of("#ns-live-status"), arg="run its model alone", timeout=WAIT_MS)
+        page.fill("#ns-live-text textarea", "def add(a, b):\n    return a + b")
+        page.click("#ns-live-run")
+        page.wait_for_selector("#ns-live-tokens .ns-text .t", timeout=WAIT_MS)
+        page.wait_for_function(text_of("#ns-top-neurons"), arg="Highest activation", timeout=WAIT_MS)
+        assert "scaled to this text" in page.inner_text("#ns-live-notice")
+        assert "this text's scale" in page.inner_text("#ns-live-tokens")
+        assert "dataset max" not in page.inner_text("#ns-top-neurons")
+        page.screenshot(path=ARTIFACTS / "live-while-building.png", full_page=True)
+
+        build.finish(dataset)
+        page.wait_for_function(text_of("#ns-live-status"), arg="Runs test/built", timeout=WAIT_MS)
+        page.click("#ns-live-run")
+        page.wait_for_function(text_of("#ns-top-neurons"), arg="relative to the neuron's dataset max", timeout=WAIT_MS)
+        assert "scaled to this text" not in page.inner_text("#ns-live-notice")
         browser.close()

@@ -102,6 +102,10 @@ def test_first_launch_serves_the_page_at_once_then_the_built_neurons_without_a_r
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         building = client.predict(api_name="/build_status")
         assert "Building the embedded default dataset" in building, building
+        log += wait_for_line(app, r"its model is ready; the live tabs run it while the dataset builds")
+        text = "def add(a, b):\n    return a + b"
+        notice, _, while_building = client.predict(None, 5, 100, text, api_name="/activations")
+        assert "scaled to this text" in notice and len(while_building["activations"]) == len(while_building["tokens"])
         log += wait_for_line(app, r"harvesting: 384 of 384 tokens \(100%\), \d[\d,]* tokens/s")
         log += wait_for_line(app, r"writing the dataset: layer 0: logit effects \(step 1 of 60\)")
         log += wait_for_line(app, r"writing the dataset: layer 0: Parquet files \(step 2 of 60\)")
@@ -121,10 +125,11 @@ def test_first_launch_serves_the_page_at_once_then_the_built_neurons_without_a_r
         assert "top" in page.lower() and "<script" not in page
         assert client.predict(api_name="/build_status") == "", "the notice goes once the neurons are served"
 
-        text = "def add(a, b):\n    return a + b"
         notice, html, values = client.predict(model, 5, 100, text, api_name="/activations")
         assert notice == "" and len(values["activations"]) == len(values["token_ids"]) > 5
         assert "return" in "".join(values["tokens"]) and "title=" in html
+        assert values["model"] == while_building["model"] and values["tokens"] == while_building["tokens"]
+        assert values["activations"] == while_building["activations"], "the same model, before and after the build"
     finally:
         stop(app)
 

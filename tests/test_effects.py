@@ -31,7 +31,7 @@ from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
 from testkit.hf_clamped import hf_greedy, hf_log_probs, hf_sampled
-from testkit.texts import doc_lines, text_ids
+from testkit.live_reference import doc_lines, text_ids
 from testkit.tiny_models import hf_gpt2, hf_llama
 
 WINDOW = 24

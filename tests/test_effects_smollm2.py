@@ -12,7 +12,7 @@ from space.live.effects import compare, paired_generation, paired_log_probs, unt
 from space.live.interventions import Clamp
 from space.live.model import keep_resident
 from testkit.hf_clamped import hf_greedy, hf_log_probs
-from testkit.texts import text_ids
+from testkit.live_reference import text_ids
 
 pytestmark = pytest.mark.slow
 TEXT = "The capital of France is Paris, and the capital of Italy is"

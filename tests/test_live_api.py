@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from gradio_client import Client
 
 from harvest.models import load_model
@@ -31,7 +30,7 @@ from space.server import build_app, running
 from space.sources import open_sources
 from space.text import visible_token
 from testkit.harvested import harvested_dataset
-from testkit.texts import doc_lines, text_ids
+from testkit.live_reference import brute_force_ranking, doc_lines, forward, text_ids
 
 LAYERS = [0, 1, 2]
 MODEL = "test/tiny"
@@ -61,14 +60,6 @@ def live(tmp_path_factory):
         yield SimpleNamespace(client=Client(url, verbose=False), url=url, model=model, dataset=dataset, loads=loads)
 
 
-@torch.inference_mode()
-def forward(model, token_ids: list[int], layers: list[int]) -> np.ndarray:
-    """[layers, positions, d_mlp] from one plain run_with_cache."""
-    names = [f"blocks.{layer}.mlp.hook_post" for layer in layers]
-    _, cache = model.bridge.run_with_cache(torch.tensor([token_ids]), names_filter=lambda name: name in names)
-    return np.stack([cache[name][0].float().numpy() for name in names])
-
-
 def test_live_activations_equal_the_forward_pass_and_the_stored_windows(live):
     rows = [row for row in pq.read_table(live.dataset / fmt.examples_path(1)).to_pylist() if row["kind"] == "top"]
     checked = 0
@@ -88,11 +79,6 @@ def test_live_activations_equal_the_forward_pass_and_the_stored_windows(live):
         assert all(title in html for title in titles)
         checked += 1
     assert checked >= 10, "most stored windows should re-tokenize to their own ids"
-
-
-def brute_force_ranking(scores: dict[tuple[int, int], float], count: int) -> list[tuple[int, int]]:
-    finite = [(key, value) for key, value in scores.items() if np.isfinite(value)]
-    return [key for key, _ in sorted(finite, key=lambda item: (-item[1], item[0]))][:count]
 
 
 def test_top_neurons_equal_a_brute_force_ranking(live):

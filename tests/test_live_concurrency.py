@@ -18,8 +18,8 @@ from space.server import CONCURRENT_EVENTS, build_app, running
 from space.sources import open_sources
 from space.ui import build_blocks
 from testkit.harvested import harvested_dataset
+from testkit.live_reference import doc_lines, text_ids
 from testkit.support import assert_same
-from testkit.texts import doc_lines, text_ids
 
 MODEL = "test/concurrent-users"
 ROUNDS = 3

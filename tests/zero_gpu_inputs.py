@@ -1,6 +1,6 @@
 """What tests/test_zero_gpu.py asks of the live views, in its process and in the ZeroGPU-like one."""
 
-from testkit.texts import doc_lines
+from testkit.live_reference import doc_lines
 
 MODEL = "test/zero-gpu"
 TEXT = "The cat sat on the mat, and then it ran away."

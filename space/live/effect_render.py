@@ -69,15 +69,23 @@ def direct_effects_html(stats: NeuronStats) -> str:
             f"<div><h4>suppresses</h4>{suppresses}</div></div>")
 
 
-def effect_html(model: str, clamps: list[Clamp], values: dict, direct: list[NeuronStats]) -> str:
-    """The summary, the coloured text, and total effects (measured) beside direct effects (read off the weights)."""
+def direct_column_html(clamps: list[Clamp], direct: list[NeuronStats] | None) -> str:
+    """Each shown neuron's direct logit effects, as its dataset stores them (None: no dataset yet)."""
+    if direct is None:
+        return '<p class="ns-muted">They come with the dataset, when its build is done.</p>'
+    more = len(clamps) - len(direct)
+    hidden = f'<p class="ns-muted">and {more} more neurons</p>' if more > 0 else ""
+    return "".join(direct_effects_html(stats) for stats in direct) + hidden
+
+
+def effect_html(model: str, clamps: list[Clamp], values: dict, direct: list[NeuronStats] | None) -> str:
+    """The summary, the coloured text, and total effects (measured) beside direct effects (read off the weights;
+    None before the dataset is built)."""
     summary = (
         f"Mean loss over the text's {len(values['tokens']) - 1} predicted tokens: {values['mean_loss']:.4g} → "
         f"{values['mean_intervened_loss']:.4g} ({values['mean_intervened_loss'] - values['mean_loss']:+.4g}). "
         f"KL(clean ‖ intervened) after BOS: mean {values['mean_kl']:.4g}, max {values['max_kl']:.4g}."
     )
-    more = len(clamps) - len(direct)
-    hidden = f'<p class="ns-muted">and {more} more neurons</p>' if more > 0 else ""
     changes = values["top_changes"]
     return (
         f'<div class="ns-effect"><p class="ns-muted">{clamps_line(model, clamps, values["intervention"])}</p>'
@@ -85,7 +93,7 @@ def effect_html(model: str, clamps: list[Clamp], values: dict, direct: list[Neur
         '<div class="ns-columns"><div><h3>Total effect: mean log-probability over the text\'s positions</h3>'
         f"<h4>raised most</h4>{changes_table(changes['raised'])}"
         f"<h4>lowered most</h4>{changes_table(changes['lowered'])}"
-        f"</div><div><h3>Direct logit effects</h3>{''.join(direct_effects_html(stats) for stats in direct)}{hidden}"
+        f"</div><div><h3>Direct logit effects</h3>{direct_column_html(clamps, direct)}"
         "</div></div></div>"
     )
 

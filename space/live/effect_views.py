@@ -48,7 +48,7 @@ def open_request(context: LiveContext, model: object, neurons: str | None, text:
     """Parse and check every input; blank neurons mean the current one (model, layer, neuron), resolved like a link."""
     how = parse_intervention(intervention)
     target = open_target(context, model, layer, neuron)
-    pairs = parse_neurons(neurons, target.dataset, target.ref)
+    pairs = parse_neurons(neurons, target.neurons, target.ref)
     encoded = encode_text(target.model, text or "")
     target.messages.extend(truncation_notices([encoded], "Text", token_cap(target.model)))
     return EffectRequest(target, encoded, how, clamps_for(target.dataset, pairs, how))
@@ -97,7 +97,9 @@ def ablate_view(context: LiveContext, model: object, neurons: str | None, text: 
         "mean_intervened_loss": float(effect.intervened_loss.mean()), "mean_kl": float(after_bos.mean()),
         "max_kl": float(after_bos.max()), "top_changes": top_changes(effect, target.model),
     }
-    direct = [target.dataset.neuron_stats(clamp.layer, clamp.neuron) for clamp in request.clamps[:DIRECT_SHOWN]]
+    direct = None
+    if target.dataset:
+        direct = [target.dataset.neuron_stats(clamp.layer, clamp.neuron) for clamp in request.clamps[:DIRECT_SHOWN]]
     html = effect_html(target.ref.model, request.clamps, result, direct)
     return message_html(target.messages), html, result
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from hub_sync.reader import NeuronDataset
-from space.links import NeuronRef, parse_int, shown
+from space.links import NeuronRef, Neurons, parse_int, shown
 from space.live.texts import TextError
 
 MAX_NEURONS = 64
@@ -57,7 +57,7 @@ class Clamp:
         return f"L{self.layer}N{self.neuron}"
 
 
-def _ref_problem(item: str, dataset: NeuronDataset) -> str | tuple[int, int]:
+def _ref_problem(item: str, dataset: Neurons) -> str | tuple[int, int]:
     """(layer, neuron) of one reference, or what is wrong with it."""
     match = REF.fullmatch(item)
     if match is None:
@@ -73,7 +73,7 @@ def _ref_problem(item: str, dataset: NeuronDataset) -> str | tuple[int, int]:
     return layer, neuron
 
 
-def parse_neurons(text: str | None, dataset: NeuronDataset, current: NeuronRef) -> list[tuple[int, int]]:
+def parse_neurons(text: str | None, dataset: Neurons, current: NeuronRef) -> list[tuple[int, int]]:
     """The (layer, neuron) pairs a reference list names, in order, each once; the current neuron when blank."""
     items = [item for item in SEPARATORS.split(text or "") if item]
     if not items:
@@ -107,8 +107,16 @@ def parse_intervention(text: str | None) -> Intervention:
     return Intervention("clamp", _finite(match["value"], MAX_CLAMP, "value"))
 
 
-def clamps_for(dataset: NeuronDataset, neurons: list[tuple[int, int]], intervention: Intervention) -> list[Clamp]:
-    """Each neuron's value under the intervention; `mean` and `x max` read the neuron's dataset stats."""
+def clamps_for(
+    dataset: NeuronDataset | None, neurons: list[tuple[int, int]], intervention: Intervention
+) -> list[Clamp]:
+    """Each neuron's value under the intervention; `mean` and `x max` read the neuron's dataset stats, so they wait
+    for a dataset (None: the model runs alone while its dataset is built)."""
+    if dataset is None and (intervention.kind == "mean" or intervention.of_max):
+        raise TextError(
+            f"{intervention} reads each neuron's dataset statistics: it works once the dataset is built; "
+            "zero and clamp VALUE work now."
+        )
     clamps = []
     for layer, neuron in neurons:
         if intervention.kind == "zero":

@@ -1,4 +1,5 @@
-"""The live model behind a dataset: loaded from its manifest once per process, shared by every request.
+"""The live model behind a dataset: loaded from its manifest once per process, shared by every request (and, while
+the embedded default builds, the build's model before its dataset exists).
 
 The manifest's `model.source` is the MODEL spec the harvest loaded; the same loader (harvest.models)
 boots it here, in the harvest's dtype, so live values are the harvest's values. A model that cannot
@@ -63,8 +64,13 @@ def prepare_zero_gpu(models: LiveModels, datasets: Iterable[NeuronDataset]) -> N
         zero_gpu_startup()
 
 
+def spec_key(spec: str, dtype: str) -> str:
+    """How a GPU function names a model, and LiveModels its load: MODEL spec and dtype."""
+    return f"{spec}|{dtype}"
+
+
 def model_key(model: LoadedModel) -> str:
-    return f"{model.spec}|{model.dtype}"
+    return spec_key(model.spec, model.dtype)
 
 
 def keep_resident(model: LoadedModel) -> LoadedModel:
@@ -111,7 +117,7 @@ def check_fit(dataset: NeuronDataset, model: LoadedModel) -> None:
 
 @dataclass
 class _Slot:
-    """One source's load: a lock so concurrent first requests load it once, then the model or the reason."""
+    """One model's load: a lock so concurrent first requests load it once, then the model or why it failed."""
 
     lock: threading.Lock
     model: LoadedModel | None = None
@@ -119,7 +125,8 @@ class _Slot:
 
 
 class LiveModels:
-    """Loaded models by dataset source, each loaded at most once per process (failures included)."""
+    """Loaded models by MODEL spec and dtype, each loaded at most once per process (failures included): datasets of
+    one model share it, and a build's live tabs hand it on to the dataset they wait for."""
 
     def __init__(self, device: str = "auto", loader: Callable[[str, str, str], LoadedModel] = load_model):
         self.device = device
@@ -127,30 +134,33 @@ class LiveModels:
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
 
-    def _slot(self, key: str) -> _Slot:
+    def _loaded(self, spec: str, dtype: str) -> _Slot:
+        """The slot of this model, loaded on first use."""
         with self._slots_lock:
-            return self._slots.setdefault(key, _Slot(threading.Lock()))
+            slot = self._slots.setdefault(spec_key(spec, dtype), _Slot(threading.Lock()))
+        with slot.lock:
+            if slot.model is None and slot.failure is None:
+                try:
+                    slot.model = keep_resident(self.loader(spec, self.device, dtype))
+                except ModelLoadError as error:
+                    slot.failure = str(error)
+        return slot
+
+    def load(self, spec: str, dtype: str) -> LoadedModel:
+        """The model itself, with no dataset (a build's, before its dataset exists); LiveUnavailable when it cannot
+        be loaded."""
+        slot = self._loaded(spec, dtype)
+        if slot.failure is not None:
+            raise LiveUnavailable(f"the model cannot be loaded: {slot.failure}")
+        return slot.model
 
     def get(self, dataset: NeuronDataset) -> LoadedModel:
         """The dataset's model, loading it on first use; LiveUnavailable with the reason when it cannot run."""
-        slot = self._slot(dataset.source)
-        with slot.lock:
-            if slot.model is None and slot.failure is None:
-                slot.model, slot.failure = self._load(dataset)
+        slot = self._loaded(model_spec(dataset), dataset.manifest.model.dtype)
         if slot.failure is not None:
-            raise LiveUnavailable(slot.failure)
+            raise LiveUnavailable(f"the model of {dataset.name!r} cannot be loaded: {slot.failure}")
+        check_fit(dataset, slot.model)
         return slot.model
-
-    def _load(self, dataset: NeuronDataset) -> tuple[LoadedModel | None, str | None]:
-        try:
-            spec = model_spec(dataset)
-            model = self.loader(spec, self.device, dataset.manifest.model.dtype)
-            check_fit(dataset, model)
-        except LiveUnavailable as error:
-            return None, str(error)
-        except ModelLoadError as error:
-            return None, f"the model of {dataset.name!r} cannot be loaded: {error}"
-        return keep_resident(model), None
 
     def preload(self, datasets: Iterable[NeuronDataset]) -> None:
         """Load every dataset's model now (a failure is remembered, as on first use): on ZeroGPU, before the server
@@ -165,8 +175,9 @@ class LiveModels:
         """Why the live tabs are off for this dataset, from the manifest or an earlier load; None if not known to
         fail."""
         try:
-            model_spec(dataset)
+            slot = self._slots.get(spec_key(model_spec(dataset), dataset.manifest.model.dtype))
+            if slot and slot.model is not None:
+                check_fit(dataset, slot.model)
         except LiveUnavailable as error:
             return str(error)
-        slot = self._slots.get(dataset.source)
-        return slot.failure if slot else None
+        return f"the model of {dataset.name!r} cannot be loaded: {slot.failure}" if slot and slot.failure else None

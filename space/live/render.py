@@ -44,8 +44,11 @@ def number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def live_tokens_html(ref: NeuronRef, tokens: list[str], values: np.ndarray, scale: ColourScale) -> str:
-    """The text's tokens coloured on the neuron's dataset scale; the peak after BOS outlined, values on hover."""
+def live_tokens_html(
+    ref: NeuronRef, tokens: list[str], values: np.ndarray, scale: ColourScale, scale_of: str = "this neuron's dataset"
+) -> str:
+    """The text's tokens coloured on the neuron's scale (`scale_of` says whose); the peak after BOS outlined, values
+    on hover."""
     peak = int(np.argmax(values[1:])) + 1 if len(values) > 1 else 0
     body = "".join(
         token_html(token, float(value), scale, position == peak)
@@ -53,7 +56,7 @@ def live_tokens_html(ref: NeuronRef, tokens: list[str], values: np.ndarray, scal
     )
     title = f"{escape(ref.model, quote=True)} · {neuron_link(ref.model, ref.layer, ref.neuron)}"
     note = (
-        f'<p class="ns-muted">{title}. Colour scale: {scale.describe()}, this neuron\'s dataset scale. '
+        f'<p class="ns-muted">{title}. Colour scale: {scale.describe()}, {escape(scale_of)} scale. '
         "Hover a token for its value.</p>"
     )
     return f'{note}<div class="ns-text">{body}</div>'
@@ -71,8 +74,10 @@ def token_cell(token: str) -> str:
 
 
 def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict]) -> str:
-    """The two rankings of the neurons that fire most on a text, each neuron linking to its page."""
-    headers = ["neuron", "max on text", "at token", "dataset max", "max / dataset max"]
+    """The two rankings of the neurons that fire most on a text, each neuron linking to its page; before the
+    dataset is built (no dataset max: `by_relative` empty), the first alone."""
+    with_dataset = not by_max or by_max[0]["dataset_max"] is not None
+    headers = ["neuron", "max on text", "at token", *(["dataset max", "max / dataset max"] if with_dataset else [])]
 
     def rows(hits: list[dict]) -> list[list[str]]:
         return [
@@ -80,16 +85,13 @@ def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict]) ->
                 neuron_link(model, hit["layer"], hit["neuron"]),
                 number(hit["max"]),
                 token_cell(hit["token"]),
-                number(hit["dataset_max"]),
-                number(hit["relative"], 3),
+                *([number(hit["dataset_max"]), number(hit["relative"], 3)] if with_dataset else []),
             ]
             for hit in hits
         ]
 
-    return (
-        f"<h3>Highest activation</h3>{table_html(headers, rows(by_max))}"
-        f"<h3>Highest relative to the neuron's dataset max</h3>{table_html(headers, rows(by_relative))}"
-    )
+    relative = f"<h3>Highest relative to the neuron's dataset max</h3>{table_html(headers, rows(by_relative))}"
+    return f"<h3>Highest activation</h3>{table_html(headers, rows(by_max))}" + (relative if with_dataset else "")
 
 
 def value_cell(value: float, scale: ColourScale) -> str:

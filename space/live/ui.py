@@ -3,7 +3,8 @@
 (two lists of texts -> separating neurons, and a residual-stream probe by layer).
 
 Each run is a named API endpoint (/activations, /top_neurons, /ablate, /steer, /find, /probe). The model is the
-one chosen in the Neuron tab; when it cannot run, the buttons are off and the tab says why.
+one chosen in the Neuron tab; when it cannot run, the buttons are off and the tab says why. While the embedded
+default builds on first launch, they run its model alone (space.live.views.open_target).
 A deep link with `&text=...` opens the Live tab and reproduces its view; `&effect=...` does so for the Effect tab
 (with `&steer=...`, its continuations too).
 """
@@ -45,6 +46,11 @@ EFFECT_KEYS = [EFFECT_TEXT_KEY, NEURONS_KEY, INTERVENTION_KEY, STEER_KEY, SEED_K
 # the queue shows waiting users their place and keeps one probe's memory at a time). Views that only read
 # datasets stay concurrent.
 MODEL_EVENTS = {"concurrency_id": "live-model", "concurrency_limit": 1}
+MODEL_ALONE = (
+    "While the dataset is built, the live tabs run its model alone (loaded on first use, then kept). What needs the "
+    "dataset comes when it is ready: colours on the neuron's dataset range (until then, on your text's), the "
+    "ranking relative to each neuron's dataset max, the mean and ×max interventions, and direct logit effects."
+)
 TEXT_CAP = f"Texts are capped at {MAX_TOKENS_PER_TEXT} tokens (BOS is added, as in the harvest)"
 TEXT_CAP_NOTE = f"{TEXT_CAP}; anything cut is named in a notice."
 LISTS_CAP_NOTE = (
@@ -57,9 +63,10 @@ LISTS_CAP_NOTE = (
 def live_status(context: LiveContext, model: str | None) -> tuple[str, bool]:
     """A line saying which model the live tabs run, or why they cannot; and whether they can."""
     ref, _ = resolve(context.catalog, model, None, None)
+    if ref is None and context.catalog.still_building:
+        return f'<p class="ns-muted">{MODEL_ALONE}</p>', True
     if ref is None:
-        waiting = "they start when the dataset being built is ready" if context.catalog.still_building else None
-        return message_html([f"Live tabs are off: {waiting or 'no dataset is available'}."]), False
+        return message_html(["Live tabs are off: no dataset is available."]), False
     reason = context.models.known_failure(context.catalog.models[ref.model])
     if reason:
         return message_html([f"Live tabs are off for {ref.model}: {reason}"]), False

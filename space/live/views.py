@@ -15,7 +15,7 @@ import numpy as np
 from harvest.models import LoadedModel
 from hub_sync.format import MLP_HOOK, RESIDUAL_HOOK
 from hub_sync.reader import DatasetError, NeuronDataset
-from space.links import NeuronRef, optional_int, resolve
+from space.links import NeuronRef, Neurons, optional_int, resolve, resolve_among
 from space.live.forward import ActivationCache, Progress, pooled_activations
 from space.live.model import LiveModels, LiveUnavailable
 from space.live.probe import MIN_PER_CLASS, TRUSTED_SAMPLES, ProbeDataError, probe
@@ -40,6 +40,15 @@ FINDER_COARSE_PER_SIDE = 5
 UNBALANCED_RATIO = 3
 FINDER_COLUMNS = 10
 View = tuple[str, str, dict]
+NOT_READY = "The model of the dataset being built is not ready yet (it is being prepared): try again in a minute."
+SCALED_TO_TEXT = (
+    "The dataset is still being built: colours are scaled to this text's own largest values, not to the neuron's "
+    "range over the dataset."
+)
+RANKED_ON_TEXT = (
+    "The dataset is still being built: neurons are ranked by their activation on this text; the ranking relative "
+    "to each neuron's dataset max comes when it is ready."
+)
 
 
 @dataclass
@@ -89,21 +98,38 @@ def _count(value: object, messages: list[str]) -> int:
 
 @dataclass(frozen=True)
 class LiveTarget:
-    """Where every live view starts: the neuron (or model) asked for, its dataset, its model loaded, and the messages
-    saying how the request was resolved (an unknown model, layer or neuron falls back like a link does)."""
+    """Where every live view starts: the neuron (or model) asked for, its dataset (None while the model runs alone,
+    before its dataset is built), its model loaded, and the messages saying how the request was resolved (an
+    unknown model, layer or neuron falls back like a link does)."""
 
     ref: NeuronRef
-    dataset: NeuronDataset
+    dataset: NeuronDataset | None
     model: LoadedModel
     messages: list[str]
 
+    @property
+    def neurons(self) -> Neurons:
+        """What the view may name: the dataset's harvested layers, or every layer of the model alone."""
+        return self.dataset or self.model
+
 
 def open_target(context: LiveContext, model: object, layer: object = None, neuron: object = None) -> LiveTarget:
+    if not context.catalog.models:
+        return _model_alone(context, model, layer, neuron)
     ref, messages = resolve(context.catalog, model, layer, neuron)
-    if ref is None:
-        raise LiveUnavailable("No dataset is available.")
     dataset = context.catalog.models[ref.model]
     return LiveTarget(ref, dataset, context.models.get(dataset), messages)
+
+
+def _model_alone(context: LiveContext, model: object, layer: object, neuron: object) -> LiveTarget:
+    """No dataset is served yet: the model of the one being built (the embedded default on first launch), once its
+    build has it ready."""
+    ready = context.catalog.models_being_built()
+    if not ready:
+        raise LiveUnavailable(NOT_READY if context.catalog.still_building else "No dataset is available.")
+    loaded = context.models.load(*ready[0])
+    ref, messages = resolve_among({loaded.name: loaded}, model, layer, neuron)
+    return LiveTarget(ref, None, loaded, messages)
 
 
 @guarded
@@ -113,9 +139,15 @@ def activations_view(context: LiveContext, model: object, layer: object, neuron:
     ref, dataset, loaded, messages = target.ref, target.dataset, target.model, target.messages
     encoded = encode_text(loaded, text or "")
     messages += truncation_notices([encoded], "Text", token_cap(loaded))
-    per_layer = context.cache.activations(loaded, encoded.token_ids, dataset.layers)
-    values = per_layer[dataset.layers.index(ref.layer), :, ref.neuron].numpy()
-    scale = ColourScale.of_examples(dataset.neuron_examples(ref.layer, ref.neuron))
+    layers = target.neurons.layers
+    per_layer = context.cache.activations(loaded, encoded.token_ids, layers)
+    values = per_layer[layers.index(ref.layer), :, ref.neuron].numpy()
+    scale_of = "this text's" if dataset is None else "this neuron's dataset"
+    if dataset is None:
+        scale = ColourScale.of_values(values[1:])  # BOS left out, as in a dataset's scale
+        messages.append(SCALED_TO_TEXT)
+    else:
+        scale = ColourScale.of_examples(dataset.neuron_examples(ref.layer, ref.neuron))
     result = {
         "model": ref.model,
         "layer": ref.layer,
@@ -126,7 +158,7 @@ def activations_view(context: LiveContext, model: object, layer: object, neuron:
         "scale": {"positive": scale.positive, "negative": scale.negative},
         "truncated": encoded.truncated,
     }
-    return message_html(messages), live_tokens_html(ref, encoded.tokens, values, scale), result
+    return message_html(messages), live_tokens_html(ref, encoded.tokens, values, scale, scale_of), result
 
 
 def dataset_maxima(dataset: NeuronDataset) -> np.ndarray:
@@ -143,31 +175,34 @@ def top_neurons_view(context: LiveContext, model: object, text: str | None, coun
     messages += truncation_notices([encoded], "Text", token_cap(loaded))
     if len(encoded.token_ids) < 2:
         raise TextError("The text gives no tokens.")
-    peaks = text_peaks(context.cache.activations(loaded, encoded.token_ids, dataset.layers))
+    layers = target.neurons.layers
+    peaks = text_peaks(context.cache.activations(loaded, encoded.token_ids, layers))
     maxima, positions = peaks.values.numpy(), peaks.positions.numpy()
-    dataset_max = dataset_maxima(dataset)
-    relative = relative_to_dataset(maxima, dataset_max)
+    dataset_max = dataset_maxima(dataset) if dataset else None
+    relative = relative_to_dataset(maxima, dataset_max) if dataset else None
 
     def hits(order: list[tuple[int, int]]) -> list[dict]:
         return [
             {
-                "layer": dataset.layers[row],
+                "layer": layers[row],
                 "neuron": neuron,
                 "max": float(maxima[row, neuron]),
                 "position": int(positions[row, neuron]),
                 "token": encoded.tokens[positions[row, neuron]],
-                "dataset_max": float(dataset_max[row, neuron]),
-                "relative": float(relative[row, neuron]),
+                "dataset_max": None if dataset_max is None else float(dataset_max[row, neuron]),
+                "relative": None if relative is None else float(relative[row, neuron]),
             }
             for row, neuron in order
         ]
 
     wanted = _count(count, messages)
+    if dataset is None:
+        messages.append(RANKED_ON_TEXT)
     result = {
         "model": ref.model,
         "token_ids": encoded.token_ids,
         "by_max": hits(descending_order(maxima, wanted)),
-        "by_relative": hits(descending_order(relative, wanted)),
+        "by_relative": [] if relative is None else hits(descending_order(relative, wanted)),
     }
     return message_html(messages), top_neurons_html(ref.model, result["by_max"], result["by_relative"]), result
 
@@ -208,7 +243,7 @@ def find_view(
 ) -> View:
     """Neurons ranked by how well their max activation separates samples with the feature from samples without."""
     target = open_target(context, model)
-    ref, dataset, loaded, messages = target.ref, target.dataset, target.model, target.messages
+    ref, loaded, messages, layers = target.ref, target.model, target.messages, target.neurons.layers
     if direction not in DIRECTIONS:
         messages.append(f"Unknown direction {direction!r}; using {DIRECTIONS[0]!r}.")
         direction = DIRECTIONS[0]
@@ -220,12 +255,12 @@ def find_view(
             f"With fewer than {FINDER_COARSE_PER_SIDE} samples on a side, "
             "AUROC moves in coarse steps: add texts to trust the ranking."
         )
-    hooks = [MLP_HOOK.format(layer=layer) for layer in dataset.layers]
+    hooks = [MLP_HOOK.format(layer=layer) for layer in layers]
     values = pooled_activations(loaded, texts, samples, hooks, "max", progress)
     stats = separation(values, labels)
     top = [
         {
-            "layer": dataset.layers[row],
+            "layer": layers[row],
             "neuron": neuron,
             "auroc": float(stats.auroc[row, neuron]),
             "cohens_d": float(stats.cohens_d[row, neuron]),
@@ -237,7 +272,7 @@ def find_view(
     ]
     layers = [
         {
-            "layer": dataset.layers[row["row"]],
+            "layer": layers[row["row"]],
             "neuron": row["best_neuron"],
             "auroc": float(stats.auroc[row["row"], row["best_neuron"]]),
             "cohens_d": float(stats.cohens_d[row["row"], row["best_neuron"]]),
