@@ -7,7 +7,9 @@ small default (--tokens), and time the phases up to HTTP 200 on the page; stop i
 
 Phases: install (until dev.sh writes its stamp), then "to Serving" (the default's build, the app's import and build:
 until app.py prints "Serving"), then page (until HTTP 200). A relaunch starts with check instead: dev.sh's test that
-nothing needs installing, until it becomes `python app.py` (an install, if it reruns one, shows up as well).
+nothing needs installing, until it becomes `python app.py` (an install, if it reruns one, shows up as well). A first
+launch goes on to "live": the Live tab's first answer with values (POST /gradio_api/call/activations, as the page
+does, until one comes back with activations), and "built": the default's build done.
 
 Runs with any Python 3.10+ and the standard library only: it builds its own venvs.
 Usage: python3 bench/launch.py [--revision HEAD] [--baseline REV] [--tokens 384]
@@ -16,6 +18,7 @@ Usage: python3 bench/launch.py [--revision HEAD] [--baseline REV] [--tokens 384]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = ".venv/.neuroscope-installed"
+LIVE_TEXT = "def add(a, b):\n    return a + b"
 
 
 @dataclass
@@ -66,6 +70,21 @@ def answers(url: str) -> bool:
         return False
 
 
+def live_values(url: str) -> bool:
+    """Whether the Live tab's /activations gives values now (the model runs), through Gradio's HTTP API."""
+    request = urllib.request.Request(f"{url}gradio_api/call/activations", method="POST",
+                                     data=json.dumps({"data": [None, 5, 100, LIVE_TEXT]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            event_id = json.load(response)["event_id"]
+        with urllib.request.urlopen(f"{url}gradio_api/call/activations/{event_id}", timeout=300) as stream:
+            results = [json.loads(line[len(b"data: "):]) for line in stream if line.startswith(b"data: ")]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(isinstance(result, list) and len(result) == 3 and result[2] for result in results)
+
+
 def is_app(pid: int) -> bool:
     """Whether dev.sh has exec'd into `python app.py` (its setup is over)."""
     try:
@@ -92,8 +111,9 @@ def wait_for_builds(clone: Path, timeout: float = 300) -> None:
     raise RuntimeError(f"the default's build in {clone} did not stop within {timeout} s")
 
 
-def launch(clone: Path, environment: dict[str, str], log: Path, timeout: float) -> Launch:
-    """One `bash dev.sh app` until its page answers, then stopped; the marks say when each phase ended."""
+def launch(clone: Path, environment: dict[str, str], log: Path, timeout: float, first: bool) -> Launch:
+    """One `bash dev.sh app` until its page answers (a first launch: until the live tab answers and the build is
+    done), then stopped; the marks say when each phase ended."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     stamp_before = (clone / STAMP).stat().st_mtime if (clone / STAMP).exists() else None
@@ -117,6 +137,14 @@ def launch(clone: Path, environment: dict[str, str], log: Path, timeout: float) 
             if "to Serving" in result.marks and answers(url):
                 result.marks["page"] = time.monotonic() - started
             time.sleep(0.05)
+        while first and not {"live", "built"} <= result.marks.keys():
+            if app.poll() is not None or time.monotonic() - started > timeout:
+                raise RuntimeError(f"dev.sh app stopped or took over {timeout} s; see {log}")
+            if "live" not in result.marks and live_values(url):
+                result.marks["live"] = time.monotonic() - started
+            if "built" not in result.marks and re.search(r"default dataset: .* is ready\.", log.read_text()):
+                result.marks["built"] = time.monotonic() - started
+            time.sleep(0.5)
     finally:
         os.killpg(app.pid, signal.SIGTERM)
         app.wait(timeout=60)
@@ -156,7 +184,8 @@ def measure(revision: str, workspace: Path, tokens: int, timeout: float) -> dict
     print(f"\n{label}")
     results = {}
     for name in ("first launch", "relaunch"):
-        results[name] = launch(clone, environment, clone / f"{name.replace(' ', '-')}.log", timeout)
+        log = clone / f"{name.replace(' ', '-')}.log"
+        results[name] = launch(clone, environment, log, timeout, first=name == "first launch")
         phases = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in results[name].phases().items())
         print(f"  {name}: HTTP 200 after {results[name].marks['page']:.1f} s ({phases})", flush=True)
     seconds, imports = heaviest_imports(clone)
@@ -167,6 +196,8 @@ def measure(revision: str, workspace: Path, tokens: int, timeout: float) -> dict
 def print_ratios(baseline: dict[str, Launch], measured: dict[str, Launch]) -> None:
     print("\nmeasured / baseline:")
     pairs = [("first install", "first launch", "install"), ("first launch to HTTP 200", "first launch", "page"),
+             ("first launch to the Live tab's first values", "first launch", "live"),
+             ("first launch to the default built", "first launch", "built"),
              ("relaunch to HTTP 200", "relaunch", "page")]
     for label, launch_name, mark in pairs:
         before, after = baseline[launch_name].marks[mark], measured[launch_name].marks[mark]

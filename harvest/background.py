@@ -126,7 +126,7 @@ class BackgroundBuild:
                 continue
             if step.phase == MODEL:
                 self.model_spec = step.detail
-                print("default dataset: its model is ready; the live tabs run it while the dataset builds",
+                print("default dataset: its model is exported; the live tabs run it while the dataset builds",
                       file=self.echo, flush=True)
                 continue
             if step.phase == DONE:  # the catalog holds the dataset before anyone hears it is ready

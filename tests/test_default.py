@@ -102,14 +102,14 @@ def test_first_launch_serves_the_page_at_once_then_the_built_neurons_without_a_r
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         building = client.predict(api_name="/build_status")
         assert "Building the embedded default dataset" in building, building
-        log += wait_for_line(app, r"its model is ready; the live tabs run it while the dataset builds")
+        log += wait_for_line(app, r"its model is exported; the live tabs run it while the dataset builds")
         text = "def add(a, b):\n    return a + b"
         notice, _, while_building = client.predict(None, 5, 100, text, api_name="/activations")
         assert "scaled to this text" in notice and len(while_building["activations"]) == len(while_building["tokens"])
         log += wait_for_line(app, r"harvesting: 384 of 384 tokens \(100%\), \d[\d,]* tokens/s")
         log += wait_for_line(app, r"writing the dataset: layer 0: logit effects \(step 1 of 60\)")
         log += wait_for_line(app, r"writing the dataset: layer 0: Parquet files \(step 2 of 60\)")
-        log += wait_for_line(app, r"default dataset: .* is ready")
+        log += wait_for_line(app, r"default dataset: .* is ready\.")
         assert "building (once" in log
         assert all(f"layer {layer}: Parquet files" in log for layer in range(30)), "every layer's writing is reported"
 
@@ -158,7 +158,7 @@ def test_interrupted_first_build_resumes_where_it_stopped_and_a_damaged_cache_is
         assert "resuming the interrupted build" in log
         resumed_from = int(re.findall(r"harvesting: ([\d,]+) of", log)[-1].replace(",", ""))
         assert resumed_from >= done_before > 0
-        wait_for_line(app, r"default dataset: .* is ready")
+        wait_for_line(app, r"default dataset: .* is ready\.")
     finally:
         stop(app)
     assert verify_dataset(str(dataset)) == []
@@ -167,7 +167,7 @@ def test_interrupted_first_build_resumes_where_it_stopped_and_a_damaged_cache_is
     examples.write_bytes(examples.read_bytes()[:1000])
     app = launch(cache, port, tokens)
     try:
-        log = wait_for_line(app, r"default dataset: .* is ready")
+        log = wait_for_line(app, r"default dataset: .* is ready\.")
         assert "damaged or stale: rebuilding" in log
     finally:
         stop(app)
