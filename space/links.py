@@ -19,6 +19,10 @@ LINK_KEYS = ("model", "layer", "neuron", "q")
 MAX_DIGITS = 18
 WHOLE_NUMBER_TEXT = re.compile(rf"[+-]?[0-9]{{1,{MAX_DIGITS}}}(?:\.0*)?")  # [0-9], not \d: ASCII digits only
 SHOWN_CHARACTERS = 40
+BEING_BUILT = (
+    "No dataset is served yet: it is being built (the banner says how far). Its neurons appear here when it is "
+    "done; meanwhile the Live, Effect and Finder & probe tabs run its model on your text."
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,10 @@ class Neurons(Protocol):
 
 def resolve(catalog: Catalog, model: object, layer: object, neuron: object) -> tuple[NeuronRef | None, list[str]]:
     """The neuron named, or a valid one with messages saying what was wrong; None if no model is served."""
-    return resolve_among(catalog.models, model, layer, neuron)
+    ref, messages = resolve_among(catalog.models, model, layer, neuron)
+    if ref is None and catalog.still_building:
+        return None, [BEING_BUILT]
+    return ref, messages
 
 
 def resolve_among(

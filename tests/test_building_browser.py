@@ -26,6 +26,11 @@ TITLE_IS = "t => document.querySelector('.ns-title')?.innerText === t"
 WAIT_MS = 30_000  # the page polls every 3 s; a loaded machine answers late
 
 
+def text_of(selector: str) -> str:
+    """A page function: whether the element's text includes the argument."""
+    return f"t => (document.querySelector('{selector}')?.innerText || '').includes(t)"
+
+
 def test_the_page_follows_a_build_and_shows_its_neurons_when_it_is_done(tmp_path):
     folder = write_synthetic_dataset(tmp_path / "built", n_layers=2, d_mlp=12, name="org/built")
     catalog = open_sources([])
@@ -39,18 +44,17 @@ def test_the_page_follows_a_build_and_shows_its_neurons_when_it_is_done(tmp_path
         build.progress = "writing the dataset: layer 1: Parquet files (step 4 of 4)"
         page.wait_for_function(BANNER_SAYS, arg="layer 1: Parquet files", timeout=WAIT_MS)
         assert page.locator(".ns-title").count() == 0, "no neuron before the build is done"
+        assert "it is being built" in page.inner_text("#ns-notice")
 
         build.finish(folder)
         page.wait_for_function(TITLE_IS, arg="org/built · layer 0 · neuron 0", timeout=WAIT_MS)
         page.wait_for_function(BANNER_LACKS, arg="Building", timeout=WAIT_MS)
         assert page.input_value("#ns-model input") == "org/built"
+        assert "being built" not in page.inner_text("#ns-notice")
         page.click("#ns-next")
         page.wait_for_function(TITLE_IS, arg="org/built · layer 0 · neuron 1", timeout=WAIT_MS)
         browser.close()
 
-
-def text_of(selector: str) -> str:
-    return f"t => (document.querySelector('{selector}')?.innerText || '').includes(t)"
 
 
 def test_the_live_tab_runs_the_model_while_its_dataset_builds_then_the_dataset_joins_in(tmp_path):
