@@ -758,8 +758,6 @@ class HubServer(LoopbackServer):
         self._own_storage = storage_dir is None
         self.storage_dir = Path(storage_dir or tempfile.mkdtemp(prefix="hub-server-"))
         self.state = HubState(BlobStore(self.storage_dir / "blobs"))
-        self._log: list[LoggedRequest] = []
-        self._log_lock = threading.Lock()
         self._fault: LfsUploadFault | None = None
 
     def stop(self) -> None:
@@ -769,10 +767,6 @@ class HubServer(LoopbackServer):
 
     # ---- request log ----------------------------------------------------------------------------------
 
-    def record(self, request: LoggedRequest) -> None:
-        with self._log_lock:
-            self._log.append(request)
-
     def amend_bytes_sent(self, request: LoggedRequest | None, bytes_sent: int) -> None:
         """Correct a logged reply whose body was cut short (the client went away)."""
         with self._log_lock:
@@ -780,14 +774,6 @@ class HubServer(LoopbackServer):
                 if self._log[index] is request:
                     self._log[index] = replace(request, bytes_sent=bytes_sent)
                     return
-
-    def requests(self) -> list[LoggedRequest]:
-        with self._log_lock:
-            return list(self._log)
-
-    def clear_log(self) -> None:
-        with self._log_lock:
-            self._log.clear()
 
     # ---- faults ---------------------------------------------------------------------------------------
 

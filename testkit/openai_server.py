@@ -116,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         fault = owner.next_fault()
         stream = bool(body.get("stream"))
-        owner.log(ChatRequest(body, stream, fault.kind if fault else "model", time.monotonic()))
+        owner.record(ChatRequest(body, stream, fault.kind if fault else "model", time.monotonic()))
         if fault is None:
             self._answer(body, stream)
         elif fault.kind == "status":
@@ -191,7 +191,6 @@ class OpenAIServer(LoopbackServer):
         self.model_name = model_name
         self._faults: deque[Fault] = deque()
         self._standing: Fault | None = None
-        self._log: list[ChatRequest] = []
         self._lock = threading.Lock()
         self._counter = 0
         self.base_url = f"{self.url}/v1"
@@ -221,23 +220,11 @@ class OpenAIServer(LoopbackServer):
         with self._lock:
             self._faults.clear()
             self._standing = None
-            self._log.clear()
+        self.clear_log()
 
     def next_fault(self) -> Fault | None:
         with self._lock:
             return self._faults.popleft() if self._faults else self._standing
-
-    def log(self, request: ChatRequest) -> None:
-        with self._lock:
-            self._log.append(request)
-
-    def requests(self) -> list[ChatRequest]:
-        with self._lock:
-            return list(self._log)
-
-    def clear_log(self) -> None:
-        with self._lock:
-            self._log.clear()
 
     def logprob_entry(self, token: int, alternatives: list[tuple[int, float]], logprob: float) -> dict:
         decode = self.generator.tokenizer.decode

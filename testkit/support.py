@@ -31,9 +31,12 @@ class OwnedHTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """A test server on a free loopback port, answered on a daemon thread: `start()`/`stop()` or a with block."""
+    """A test server on a free loopback port, answered on a daemon thread: `start()`/`stop()` or a with block. It
+    keeps a log of the requests it answered, for the tests to read."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], name: str):
+        self._log: list = []
+        self._log_lock = threading.Lock()
         self._httpd = OwnedHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.owner = self
         self._thread = threading.Thread(
@@ -54,6 +57,18 @@ class LoopbackServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    def record(self, request: object) -> None:
+        with self._log_lock:
+            self._log.append(request)
+
+    def requests(self) -> list:
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        with self._log_lock:
+            self._log.clear()
 
 
 def free_port() -> int:

@@ -94,6 +94,12 @@ def test_a_deep_link_opens_the_overview_of_a_hostile_model_and_runs_nothing(site
     page.wait_for_function("() => document.querySelector('#ns-page .ns-title')?.innerText.includes('layer 1')")
 
 
+def new_sample(page: Page) -> None:
+    """Ask for a sample and wait for its examples."""
+    page.click("#ns-rate-next")
+    page.wait_for_selector("#ns-rate-sample .ns-ex")
+
+
 def answer(page: Page, choice: str) -> None:
     """Pick an answer, submit it and wait for the reveal."""
     page.locator("#ns-rate-answer label", has_text=choice).click()
@@ -104,8 +110,7 @@ def answer(page: Page, choice: str) -> None:
 def test_a_blind_rating_reveals_nothing_until_answered_and_the_rater_is_remembered(site, page):
     url, _, store = site
     page.goto(url + "?view=rate")
-    page.click("#ns-rate-next")
-    page.wait_for_selector("#ns-rate-sample .ns-ex")
+    new_sample(page)
     pane = page.inner_html("#ns-rate-sample .ns-blind")
     for secret in (PLAIN, HOSTILE, "Evil", "data-", "href"):
         assert secret not in pane, secret
@@ -122,8 +127,7 @@ def test_a_blind_rating_reveals_nothing_until_answered_and_the_rater_is_remember
     assert first["answer"] == "not" and first["note"] == "no shared token"
     page.wait_for_function("() => document.querySelector('#ns-rate-summary')?.innerText.includes('[')")
     page.reload()
-    page.click("#ns-rate-next")
-    page.wait_for_selector("#ns-rate-sample .ns-ex")
+    new_sample(page)
     answer(page, "Unsure")
     second = store.ratings()[-1]
     assert second["rater"] == first["rater"] and second["id"] != first["id"]
