@@ -73,10 +73,10 @@ def token_cell(token: str) -> str:
     return f"<code>{escape(visible_token(token), quote=True)}</code>"
 
 
-def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict]) -> str:
+def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict] | None) -> str:
     """The two rankings of the neurons that fire most on a text, each neuron linking to its page; before the
-    dataset is built (no dataset max: `by_relative` empty), the first alone."""
-    with_dataset = not by_max or by_max[0]["dataset_max"] is not None
+    dataset is built (`by_relative` None: no dataset max), the first alone."""
+    with_dataset = by_relative is not None
     headers = ["neuron", "max on text", "at token", *(["dataset max", "max / dataset max"] if with_dataset else [])]
 
     def rows(hits: list[dict]) -> list[list[str]]:
@@ -90,8 +90,10 @@ def top_neurons_html(model: str, by_max: list[dict], by_relative: list[dict]) ->
             for hit in hits
         ]
 
-    relative = f"<h3>Highest relative to the neuron's dataset max</h3>{table_html(headers, rows(by_relative))}"
-    return f"<h3>Highest activation</h3>{table_html(headers, rows(by_max))}" + (relative if with_dataset else "")
+    html = f"<h3>Highest activation</h3>{table_html(headers, rows(by_max))}"
+    if with_dataset:
+        html += f"<h3>Highest relative to the neuron's dataset max</h3>{table_html(headers, rows(by_relative))}"
+    return html
 
 
 def value_cell(value: float, scale: ColourScale) -> str:

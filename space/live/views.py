@@ -142,12 +142,12 @@ def activations_view(context: LiveContext, model: object, layer: object, neuron:
     layers = target.neurons.layers
     per_layer = context.cache.activations(loaded, encoded.token_ids, layers)
     values = per_layer[layers.index(ref.layer), :, ref.neuron].numpy()
-    scale_of = "this text's" if dataset is None else "this neuron's dataset"
     if dataset is None:
-        scale = ColourScale.of_values(values[1:])  # BOS left out, as in a dataset's scale
+        scale, scale_of = ColourScale.of_values(values[1:]), "this text's"  # BOS left out, as in a dataset's scale
         messages.append(SCALED_TO_TEXT)
     else:
-        scale = ColourScale.of_examples(dataset.neuron_examples(ref.layer, ref.neuron))
+        examples = dataset.neuron_examples(ref.layer, ref.neuron)
+        scale, scale_of = ColourScale.of_examples(examples), "this neuron's dataset"
     result = {
         "model": ref.model,
         "layer": ref.layer,
@@ -204,7 +204,8 @@ def top_neurons_view(context: LiveContext, model: object, text: str | None, coun
         "by_max": hits(descending_order(maxima, wanted)),
         "by_relative": [] if relative is None else hits(descending_order(relative, wanted)),
     }
-    return message_html(messages), top_neurons_html(ref.model, result["by_max"], result["by_relative"]), result
+    by_relative = None if dataset is None else result["by_relative"]
+    return message_html(messages), top_neurons_html(ref.model, result["by_max"], by_relative), result
 
 
 def _balance_notices(labels: np.ndarray, minimum: int, kind: str) -> list[str]:
