@@ -23,6 +23,7 @@ BANNER_TEXT = "(document.querySelector('#ns-unavailable')?.innerText || '')"
 BANNER_SAYS = f"t => {BANNER_TEXT}.includes(t)"
 BANNER_LACKS = f"t => !{BANNER_TEXT}.includes(t)"
 TITLE_IS = "t => document.querySelector('.ns-title')?.innerText === t"
+HOSTILE = 'test/built<img src=x onerror="window.__pwned=1">'  # a model name is untrusted text
 WAIT_MS = 30_000  # the page polls every 3 s; a loaded machine answers late
 
 
@@ -58,7 +59,7 @@ def test_the_page_follows_a_build_and_shows_its_neurons_when_it_is_done(tmp_path
 
 
 def test_the_live_tab_runs_the_model_while_its_dataset_builds_then_the_dataset_joins_in(tmp_path):
-    dataset, _ = harvested_dataset(tmp_path, "test/built", n_windows=8, n_layers=2, d_mlp=16)
+    dataset, _ = harvested_dataset(tmp_path, HOSTILE, n_windows=8, n_layers=2, d_mlp=16)
     catalog = open_sources([])
     build = ScriptedBuild(catalog)
     build.model_spec = open_dataset(dataset).manifest.model.source
@@ -76,11 +77,13 @@ def test_the_live_tab_runs_the_model_while_its_dataset_builds_then_the_dataset_j
         assert "scaled to this text" in page.inner_text("#ns-live-notice")
         assert "this text's scale" in page.inner_text("#ns-live-tokens")
         assert "dataset max" not in page.inner_text("#ns-top-neurons")
+        assert HOSTILE in page.inner_text("#ns-live-tokens") and page.evaluate("window.__pwned") is None
         page.screenshot(path=ARTIFACTS / "live-while-building.png", full_page=True)
 
         build.finish(dataset)
-        page.wait_for_function(text_of("#ns-live-status"), arg="Runs test/built", timeout=WAIT_MS)
+        page.wait_for_function(text_of("#ns-live-status"), arg=f"Runs {HOSTILE}", timeout=WAIT_MS)
         page.click("#ns-live-run")
         page.wait_for_function(text_of("#ns-top-neurons"), arg="relative to the neuron's dataset max", timeout=WAIT_MS)
         assert "scaled to this text" not in page.inner_text("#ns-live-notice")
+        assert HOSTILE in page.inner_text("#ns-live-tokens") and page.evaluate("window.__pwned") is None
         browser.close()

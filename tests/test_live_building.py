@@ -5,6 +5,9 @@ once for both."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from html import unescape
 from types import SimpleNamespace
 
@@ -47,7 +50,7 @@ def app(harvested):
         return load_model(spec, device, dtype)
 
     with running(build_app(catalog, live_tabs(LiveModels(loader=counting_loader)))) as url:
-        yield SimpleNamespace(client=Client(url, verbose=False), build=build, loads=loads)
+        yield SimpleNamespace(client=Client(url, verbose=False), url=url, build=build, loads=loads)
 
 
 def every_view(client: Client) -> dict[str, tuple]:
@@ -133,3 +136,26 @@ def test_a_build_model_that_cannot_load_turns_the_live_tabs_off_with_the_reason(
     app.build.model_spec = str(tmp_path / "gone")
     notice, _, values = app.client.predict(None, TEXT, 5, api_name="/top_neurons")
     assert "the model cannot be loaded" in notice and "gone" in notice and values == {}
+
+
+def test_two_visitors_at_once_get_what_each_gets_alone_and_short_links_say_the_dataset_is_coming(app, harvested):
+    app.build.model_spec = harvested.spec
+    texts = [TEXT, "The value of a variable is bound to its name."]
+    clients = [Client(app.url, verbose=False) for _ in texts]
+
+    def activations(index: int) -> dict:
+        return clients[index].predict(None, 2, 11 + index, texts[index], api_name="/activations")[2]
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        together = list(pool.map(activations, range(len(texts))))
+    for index, values in enumerate(together):
+        assert_same(values, activations(index), f"visitor {index}")
+    assert app.loads == [harvested.spec]
+
+    bodies = {}
+    for path in ("/n/test/built/0/0", "/n/test/built/0/0.png"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(app.url.rstrip("/") + path, timeout=30)
+        assert refused.value.code == 404, path
+        bodies[path] = unescape(refused.value.read().decode())
+    assert "it is being built" in bodies["/n/test/built/0/0"]
